@@ -1,0 +1,141 @@
+"""The `cvops` command. Run from the repository root (where dvc.yaml and params.yaml are)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+from components.config import ConfigError
+
+STAGES = ("prepare", "validate", "train", "evaluate", "promote")
+
+EPILOG = """\
+examples:
+  cvops run                                   whole pipeline, every task in params.yaml
+  cvops run --tasks classification            one task
+  cvops run --set tasks.classification.train.epochs=3
+                                              overrides become a named DVC experiment
+  cvops stage train --task classification     one DVC stage's command (what dvc.yaml calls)
+  dvc repro                                   the same pipeline without Prefect
+"""
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from components.config import load_params
+
+    params = load_params(args.params)
+    module = importlib.import_module(f"components.{args.name}")
+    module.run(params, args.task)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.pipeline import GateRejected, cv_pipeline
+
+    bad = [item for item in args.set if "=" not in item]
+    if bad:
+        raise ConfigError(f"--set needs KEY=VALUE, got {bad}")
+    overrides = dict(item.split("=", 1) for item in args.set)
+    try:
+        cv_pipeline(tasks=args.tasks or None, overrides=overrides, experiment_name=args.name)
+        code = 0
+    except GateRejected as exc:
+        print(f"cvops: gate rejected: {exc}", file=sys.stderr)
+        code = 1
+    print_where_to_look(args.tasks)
+    return code
+
+
+def print_where_to_look(tasks: list[str] | None) -> None:
+    import json
+    from pathlib import Path
+
+    from components.config import load_params
+    from components.paths import StagePaths
+
+    params = load_params()
+    lines = ["", "Where to look:"]
+    for task in tasks or params.pipeline.tasks:
+        paths = StagePaths(task)
+        if not paths.verdict.exists():
+            continue
+        verdict = json.loads(paths.verdict.read_text())
+        metrics = json.loads(paths.metrics.read_text())
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
+        lines += [
+            f"  {task}: {shown}",
+            f"    metrics {paths.metrics}, plots {paths.evaluation}/, gate verdict {paths.verdict}",
+            f"    MLflow run {verdict['run_id']}; model {verdict['model']} v{verdict['version']}"
+            f" (@champion: v{verdict['champion']})",
+        ]
+    uri = params.tracking.uri
+    lines += [
+        f"  MLflow UI:   mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
+        "  Prefect UI:  prefect server start                 (http://127.0.0.1:4200; flow runs, artifacts)",
+        "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
+    ]
+    if Path(".venv").exists():
+        lines.append("  (commands above run inside the project environment: prefix them with `uv run`)")
+    print("\n".join(lines))
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from components.tasks import TASKS
+
+    for name, spec in TASKS.items():
+        print(f"{name:16s} monitor={spec.monitor:10s} models: {', '.join(spec.models)}")
+    return 0
+
+
+def _exit_codes() -> dict[type, int]:
+    """Exit codes the flow reads to decide on retries: 2 and 3 are never retried."""
+    from components.validate import DataContractError
+
+    return {ConfigError: 2, DataContractError: 3}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cvops", description="Computer-vision MLOps: data -> validate -> train -> evaluate -> promote.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the pipeline as a Prefect flow over the DVC stages",
+                         description="Run the pipeline (Prefect flow; each DVC stage a Prefect task). "
+                         "Unchanged stages are skipped by DVC. With --set, the run is a named DVC experiment.")
+    run.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks to run (default: all in params.yaml)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a params.yaml value (dotted key); repeatable")
+    run.add_argument("--name", help="name of the DVC experiment when --set is given")
+    run.set_defaults(func=_run)
+
+    stage = sub.add_parser("stage", help="run one pipeline stage for one task (dvc.yaml's commands)",
+                           description="Run one stage for one task. dvc.yaml calls this; prefer `dvc repro` "
+                           "or `cvops run`, which skip stages whose inputs did not change.")
+    stage.add_argument("name", choices=STAGES, help="the stage")
+    stage.add_argument("--task", required=True, help="task name, a section of params.yaml's `tasks`")
+    stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    stage.set_defaults(func=_stage)
+
+    tasks = sub.add_parser("tasks", help="list the registered tasks and their models")
+    tasks.set_defaults(func=_tasks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    from components.validate import DataContractError
+
+    try:
+        return func(args)
+    except (ConfigError, DataContractError, FileNotFoundError) as exc:
+        print(f"cvops: error: {exc}", file=sys.stderr)
+        return _exit_codes().get(type(exc), 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

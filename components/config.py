@@ -1,0 +1,214 @@
+"""params.yaml -> typed config.
+
+Every knob of the pipeline lives in params.yaml; this module is its schema. Unknown or
+misspelled keys fail with the closest valid key suggested, so a typo never silently falls
+back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """params.yaml is invalid; the message names the key, the rule and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Splits(Strict):
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Splits:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6 or min(self.train, self.val, self.test) <= 0:
+            raise ValueError(f"split fractions must be > 0 and sum to 1, got {total:.3f}")
+        return self
+
+
+class DataConfig(Strict):
+    source: Literal["shapes", "digits", "path"] = "shapes"
+    path: str | None = Field(None, description="user dataset root when source is 'path'")
+    num_images: int = Field(2000, ge=12)
+    image_size: int = Field(32, ge=8, description="images are generated at and resized to this")
+    objects_per_image: tuple[int, int] = (1, 1)
+    minority_fraction: float = Field(0.2, gt=0, lt=1, description="share of the 'night' group")
+    splits: Splits = Splits()
+
+    @model_validator(mode="after")
+    def _path_needs_source(self) -> DataConfig:
+        if self.source == "path" and not self.path:
+            raise ValueError("data.source is 'path' but data.path is empty: set data.path")
+        return self
+
+
+class ModelConfig(Strict):
+    arch: str = "small_cnn"
+    init_from: str | None = Field(
+        None, description="a local checkpoint (.pt) or models:/<name>@<alias> to start from"
+    )
+    freeze_backbone_epochs: int = Field(0, ge=0)
+    backbone_lr_factor: float = Field(1.0, gt=0, le=1)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    augment: list[Literal["hflip", "vflip", "affine", "color"]] = ["hflip"]
+    early_stopping_patience: int = Field(0, ge=0, description="0 turns early stopping off")
+    num_dataloader_workers: int = Field(0, ge=0)
+
+
+class Threshold(Strict):
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError(f"threshold on '{self.metric}' needs 'min' or 'max'")
+        return self
+
+
+class GateConfig(Strict):
+    cold_start: Literal["promote", "refuse"] = "promote"
+    thresholds: list[Threshold] = []
+
+
+class ContractConfig(Strict):
+    """The data contract's knobs (Great Expectations suite built from these)."""
+
+    formats: list[str] = ["PNG", "JPEG"]
+    channels: list[int] = [1, 3]
+    min_size: int = Field(8, ge=1)
+    max_size: int = Field(4096, ge=1)
+    min_images: int = Field(12, ge=1)
+
+
+class TaskConfig(Strict):
+    data: DataConfig = DataConfig()
+    contract: ContractConfig = ContractConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="Ray cluster; env RAY_ADDRESS wins")
+    num_workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(1, gt=0)
+    use_gpu: Literal["auto", True, False] = "auto"
+    storage_path: str = "ray_results"
+    max_failures: int = Field(0, ge=-1)
+
+
+class TrackingConfig(Strict):
+    uri: str = Field("sqlite:///mlruns.db", description="env MLFLOW_TRACKING_URI wins")
+    artifact_root: str = "mlartifacts"
+    experiment: str = "cvops"
+    model_prefix: str = "cvops-"
+
+
+class PipelineConfig(Strict):
+    tasks: list[str] = Field(description="tasks that dvc.yaml's stages and the flow run")
+
+
+class Params(Strict):
+    seed: int = 42
+    pipeline: PipelineConfig
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+    tasks: dict[str, TaskConfig]
+
+    @model_validator(mode="after")
+    def _pipeline_tasks_configured(self) -> Params:
+        from components.tasks import TASKS
+
+        for name in self.pipeline.tasks:
+            if name not in self.tasks:
+                raise ValueError(f"pipeline.tasks lists '{name}' but there is no tasks.{name} section")
+        for name in self.tasks:
+            if name not in TASKS:
+                close = difflib.get_close_matches(name, list(TASKS), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"registered tasks: {', '.join(TASKS)}"
+                raise ValueError(f"tasks.{name}: no such task; {hint}")
+        return self
+
+    def task(self, name: str) -> TaskConfig:
+        if name not in self.tasks:
+            raise ConfigError(
+                f"{PARAMS_FILE}: no section tasks.{name}; configured tasks: {sorted(self.tasks)}"
+            )
+        return self.tasks[name]
+
+
+def _model_at(path: list[Any]) -> type[BaseModel] | None:
+    """The config model found at a location such as ['tasks', 'classification', 'train']."""
+    model: type[BaseModel] = Params
+    parts = list(path)
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if get_origin(annotation) in (dict, list):  # skip the dict key / list index
+            annotation = get_args(annotation)[-1]
+            if parts:
+                parts.pop(0)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """Human message for one pydantic error, with the closest valid key for an unknown one."""
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] != "extra_forbidden":
+        return f"{loc}: {error['msg']}"
+    *parent, key = error["loc"]
+    model = _model_at(parent)
+    valid = list(model.model_fields) if model else []
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+    return f"{loc}: unknown key; {hint}"
+
+
+def parse_params(raw: dict[str, Any], source: str = PARAMS_FILE) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{source} is invalid:\n  {problems}") from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run cvops from the repository root (where dvc.yaml is)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return parse_params(raw, str(path))
+
+
+def params_hash(params: BaseModel) -> str:
+    """Stable short hash of a config section, for lineage tags."""
+    blob = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,48 @@
+"""Where each stage reads and writes, per task (relative to the repo root; dvc.yaml declares
+the same paths as deps and outs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    task: str
+
+    @property
+    def data(self) -> Path:  # canonical dataset (prepare's out)
+        return Path("data") / self.task
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / "manifest.csv"
+
+    @property
+    def validation(self) -> Path:  # data-contract summary (validate's metrics)
+        return Path("reports") / self.task / "validation.json"
+
+    @property
+    def model_dir(self) -> Path:  # train's out
+        return Path("models") / self.task
+
+    @property
+    def model(self) -> Path:
+        return self.model_dir / "model.pt"
+
+    @property
+    def run_info(self) -> Path:  # MLflow run and logged model of the training
+        return self.model_dir / "run.json"
+
+    @property
+    def evaluation(self) -> Path:  # evaluate's outs
+        return Path("reports") / self.task / "evaluation"
+
+    @property
+    def metrics(self) -> Path:
+        return Path("reports") / self.task / "metrics.json"
+
+    @property
+    def verdict(self) -> Path:  # promote's out
+        return Path("reports") / self.task / "gate.json"

@@ -1,0 +1,1 @@
+"""MLflow registry: registration, the promotion gate, aliases and lineage."""

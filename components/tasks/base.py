@@ -1,0 +1,111 @@
+"""The TaskSpec: everything that differs between vision tasks, in one object.
+
+Stages, the datamodule and the Lightning module are task-agnostic: they ask the TaskSpec for
+models, targets, losses, predictions, metrics and plots. Adding a task means one new file
+with one TaskSpec subclass and one line in `components/tasks/__init__.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ModelBuilder = Callable[[int], nn.Module]  # num_classes -> model (weights=None)
+
+
+class TaskSpec(ABC):
+    name: str
+    #: metric (a key of `compute_metrics`) used to select checkpoints and by default gates
+    monitor: str
+    #: arch name -> builder; the model zoo of this task
+    models: dict[str, ModelBuilder]
+
+    # ---- data -------------------------------------------------------------------------
+    @abstractmethod
+    def read_records(self, root: Path) -> list[dict[str, Any]]:
+        """Read the canonical on-disk format under `root`.
+
+        Returns one dict per image with at least `path` (relative to root), `split`,
+        `group` (the sensitive attribute, or "" when the dataset has none) and the task's
+        annotation fields, understood by `load_target`.
+        """
+
+    @abstractmethod
+    def load_target(
+        self, record: dict[str, Any], root: Path, size: tuple[int, int], class_to_idx: dict[str, int]
+    ) -> Any:
+        """The training target of one record, as tv_tensors so that v2 transforms keep it
+        aligned with the image. `size` is the (height, width) of the decoded image."""
+
+    @abstractmethod
+    def record_classes(self, record: dict[str, Any]) -> list[str]:
+        """Class names annotated in one record (for the class list and the data contract)."""
+
+    def label_summary(self, record: dict[str, Any]) -> str:
+        """A short text summary of the record's annotation, for the manifest: 'cls:count;...'."""
+        counts = Counter(self.record_classes(record))
+        return ";".join(f"{name}:{n}" for name, n in sorted(counts.items()))
+
+    def class_names(self, declared: list[str]) -> list[str]:
+        """Model output classes from the dataset's declared classes (index = class id)."""
+        return list(declared)
+
+    def target_transforms(self) -> list[Any]:
+        """v2 transforms appended after augmentation to keep targets valid."""
+        return []
+
+    def collate(self, batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, Any]:
+        """Stack images [N, 3, H, W]; targets stacked by default."""
+        images, targets = zip(*batch, strict=True)
+        return torch.stack(images), torch.utils.data.default_collate(list(targets))
+
+    # ---- model ------------------------------------------------------------------------
+    def build_model(self, arch: str, num_classes: int) -> nn.Module:
+        if arch not in self.models:
+            raise ValueError(
+                f"unknown {self.name} arch '{arch}'; choose one of: {', '.join(self.models)}"
+            )
+        return self.models[arch](num_classes)
+
+    def backbone_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters that transfer learning freezes or trains with a lower learning rate."""
+        backbone = getattr(model, "backbone", None) or getattr(model, "features", None)
+        return list(backbone.parameters()) if backbone is not None else []
+
+    @abstractmethod
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: Any) -> torch.Tensor:
+        """Training loss of a batch (the model is in train mode). Also the loss attacked by
+        FGSM/PGD, so it must be differentiable w.r.t. `images`."""
+
+    @abstractmethod
+    def predict(self, model: nn.Module, images: torch.Tensor) -> Any:
+        """Predictions for a batch (the model is in eval mode), detached, on the model's device."""
+
+    @abstractmethod
+    def format_predictions(
+        self, preds: Any, classes: list[str], sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Any]]:
+        """One JSON-able record per image for serving; `sizes` are the original (W, H), so
+        boxes and masks come back in the input image's coordinates."""
+
+    # ---- evaluation -------------------------------------------------------------------
+    @abstractmethod
+    def make_metric(self, num_classes: int) -> Any:
+        """A torchmetrics Metric with update(preds, targets) and compute(); it is synced
+        across Ray Train workers during validation."""
+
+    @abstractmethod
+    def summarize(self, computed: Any, classes: list[str]) -> dict[str, float]:
+        """Flat {metric_name: value} from the metric's compute(); includes `self.monitor`."""
+
+    def plots(
+        self, metric: Any, classes: list[str], out_dir: Path
+    ) -> dict[str, Path]:  # pragma: no cover - default: no task-specific plots
+        """Task-specific plots of the evaluated metric state, written under out_dir."""
+        return {}

@@ -1,0 +1,105 @@
+"""Image classification: one label per image.
+
+On disk: `labels.csv` (path, label, split, group) next to the images, or ImageFolder
+(`<split>/<class>/<image>`). Target: class index (int). Prediction: probabilities [N, C].
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+from torchvision import models as tvm
+
+from components.tasks.base import TaskSpec
+from components.tasks.nets import SmallCNN
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _read_imagefolder(root: Path) -> list[dict[str, Any]]:
+    return [
+        {"path": str(p.relative_to(root)), "label": p.parent.name, "split": p.parent.parent.name, "group": ""}
+        for p in sorted(root.glob("*/*/*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+class ClassificationTask(TaskSpec):
+    name = "classification"
+    monitor = "accuracy"
+    models = {
+        "small_cnn": SmallCNN,
+        "resnet18": partial(tvm.resnet18, weights=None),
+        "resnet34": partial(tvm.resnet34, weights=None),
+        "resnet50": partial(tvm.resnet50, weights=None),
+        "mobilenet_v3_small": partial(tvm.mobilenet_v3_small, weights=None),
+        "mobilenet_v3_large": partial(tvm.mobilenet_v3_large, weights=None),
+        "efficientnet_b0": partial(tvm.efficientnet_b0, weights=None),
+    }
+
+    def read_records(self, root: Path) -> list[dict[str, Any]]:
+        labels = root / "labels.csv"
+        if not labels.exists():
+            return _read_imagefolder(root)
+        with labels.open(newline="") as f:
+            return [
+                {"path": r["path"], "label": r["label"], "split": r["split"], "group": r.get("group") or ""}
+                for r in csv.DictReader(f)
+            ]
+
+    def record_classes(self, record: dict[str, Any]) -> list[str]:
+        return [record["label"]]
+
+    def load_target(self, record, root, size, class_to_idx) -> int:
+        return class_to_idx[record["label"]]
+
+    def backbone_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        head = getattr(model, "fc", None) or getattr(model, "classifier", None)
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        return [p for p in model.parameters() if id(p) not in head_ids]
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(images), targets)
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model(images).softmax(dim=1).detach()
+
+    def format_predictions(self, preds, classes, sizes):
+        return [
+            {"label": classes[int(p.argmax())], "score": float(p.max()), "probabilities": dict(zip(classes, p.tolist(), strict=True))}
+            for p in preds.cpu()
+        ]
+
+    def make_metric(self, num_classes: int) -> torchmetrics.MetricCollection:
+        kw = {"num_classes": num_classes}
+        return torchmetrics.MetricCollection(
+            {
+                "accuracy": torchmetrics.classification.MulticlassAccuracy(average="micro", **kw),
+                "macro_f1": torchmetrics.classification.MulticlassF1Score(average="macro", **kw),
+                "ece": torchmetrics.classification.MulticlassCalibrationError(n_bins=15, **kw),
+                "confusion": torchmetrics.classification.MulticlassConfusionMatrix(**kw),
+            }
+        )
+
+    def summarize(self, computed: dict[str, torch.Tensor], classes: list[str]) -> dict[str, float]:
+        confusion = computed["confusion"].float()
+        recall = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
+        out = {k: float(v) for k, v in computed.items() if k != "confusion"}
+        out.update({f"recall/{name}": float(r) for name, r in zip(classes, recall, strict=True)})
+        return out
+
+    def plots(self, metric, classes, out_dir):
+        from components.evaluation.plots import confusion_matrix_plot
+
+        confusion = metric["confusion"].compute()
+        return {"confusion_matrix": confusion_matrix_plot(confusion, classes, out_dir / "confusion_matrix.png")}
+
+
+SPEC = ClassificationTask()

@@ -1,0 +1,143 @@
+"""The train stage: Lightning on Ray Train (TorchTrainer, N workers, GPU when present).
+
+The driver creates the MLflow run, starts a TorchTrainer whose workers run `train_worker`
+(Lightning with RayDDPStrategy), and writes the best checkpoint to models/<task>/model.pt.
+Only rank 0 talks to MLflow from inside the workers (SQLite takes one writer at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import mlflow
+import torch
+from mlflow.entities import Metric
+
+from components import ray_cluster, tracking
+from components.config import Params, params_hash
+from components.data.datamodule import CVDataModule
+from components.inference import save_checkpoint
+from components.module import CVModule
+from components.paths import StagePaths
+from components.tasks import get_task
+
+
+PYFUNC_FILE = Path(__file__).parent / "registry" / "pyfunc.py"
+SERVING_PACKAGES = ("torch", "torchvision", "mlflow", "pillow", "numpy", "pandas")
+
+
+class EpochReport(L.Callback):
+    """One line per epoch a person can follow, and the epoch's metrics to MLflow (rank 0)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.tracking_uri, self.run_id, self.started = tracking_uri, run_id, time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # runs after the epoch's validation, so train and val metrics are both in
+        if trainer.global_rank != 0:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "recall/" not in k)
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({time.monotonic() - self.started:.0f}s)", flush=True)
+        now = int(time.time() * 1000)
+        batch = [Metric(k.replace("/", "_"), v, now, trainer.current_epoch) for k, v in metrics.items()]
+        mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: Lightning with Ray's DDP strategy and reporting."""
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
+
+    L.seed_everything(config["seed"], workers=True, verbose=False)
+    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    spec = get_task(config["task"])
+    train_cfg = config["train"]
+    data = CVDataModule(config["data_root"], spec, config["image_size"], train_cfg["batch_size"],
+                        train_cfg["augment"], train_cfg["num_dataloader_workers"])
+    module = CVModule(config["task"], data.classes, config["model"], train_cfg)
+    if config.get("init_state"):
+        module.model.load_state_dict(torch.load(config["init_state"], weights_only=True)["state_dict"])
+    trainer = L.Trainer(
+        max_epochs=train_cfg["epochs"],
+        accelerator="auto",
+        devices="auto",
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()],
+        callbacks=[RayTrainReportCallback(), EpochReport(config["tracking_uri"], config["run_id"])],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,  # RayTrainReportCallback checkpoints every epoch
+        logger=False,
+        deterministic=True,
+    )
+    trainer = prepare_trainer(trainer)
+    trainer.fit(module, datamodule=data)
+
+
+def _flat(prefix: str, section: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{k}": json.dumps(v) if isinstance(v, list | dict) else v for k, v in section.items()}
+
+
+def run(params: Params, task: str) -> Path:
+    """Train `task` on its prepared data; returns the path of the written checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg, paths, spec = params.task(task), StagePaths(task), get_task(task)
+    experiment_id = tracking.setup(params)
+    uri = tracking.tracking_uri(params)
+    with mlflow.start_run(run_name=f"{task}-train", experiment_id=experiment_id) as run:
+        mlflow.set_tags({"cvops.task": task, "cvops.stage": "train", "cvops.params_hash": params_hash(cfg)})
+        mlflow.log_params({**_flat("model", cfg.model.model_dump()), **_flat("train", cfg.train.model_dump()),
+                           **_flat("data", cfg.data.model_dump()), "ray.num_workers": params.ray.num_workers})
+        use_gpu, started_here = ray_cluster.connect(params)
+        try:
+            trainer = TorchTrainer(
+                train_worker,
+                train_loop_config={
+                    "task": task, "seed": params.seed, "data_root": str(paths.data.resolve()),
+                    "image_size": cfg.data.image_size, "model": cfg.model.model_dump(),
+                    "train": cfg.train.model_dump(), "cpus_per_worker": params.ray.cpus_per_worker,
+                    "tracking_uri": uri, "run_id": run.info.run_id,
+                    "init_state": ray_cluster.resolve_init(cfg.model.init_from, params),
+                },
+                scaling_config=ScalingConfig(
+                    num_workers=params.ray.num_workers, use_gpu=use_gpu,
+                    resources_per_worker={"CPU": params.ray.cpus_per_worker},
+                ),
+                run_config=RunConfig(
+                    name=f"{task}-{run.info.run_id[:8]}",
+                    storage_path=str(Path(params.ray.storage_path).resolve()),
+                    checkpoint_config=CheckpointConfig(
+                        num_to_keep=2, checkpoint_score_attribute=f"val/{spec.monitor}", checkpoint_score_order="max"
+                    ),
+                    failure_config=FailureConfig(max_failures=params.ray.max_failures),
+                ),
+            )
+            result = trainer.fit()
+        finally:
+            if started_here:
+                ray_cluster.shutdown()
+        best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][f"val/{spec.monitor}"])
+        with best.as_directory() as ckpt_dir:
+            lightning_ckpt = torch.load(Path(ckpt_dir) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+        module = CVModule(**lightning_ckpt["hyper_parameters"])
+        module.load_state_dict(lightning_ckpt["state_dict"])
+        save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
+        mlflow.log_metrics({f"best_{k.replace('/', '_')}": float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
+        model_info = log_model(paths.model)
+        paths.run_info.write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))
+    return paths.model
+
+
+def log_model(checkpoint: Path) -> mlflow.models.model.ModelInfo:
+    """Log the checkpoint as an MLflow pyfunc (servable with `mlflow models serve`)."""
+    return mlflow.pyfunc.log_model(  # models-from-code: nothing pickled, loaded by import
+        name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(checkpoint)},
+        pip_requirements=[f"{p}=={version(p)}" for p in SERVING_PACKAGES],
+    )

@@ -1,0 +1,137 @@
+"""cv_pipeline: the DVC stages as Prefect tasks (no ML logic here).
+
+Each stage of dvc.yaml runs as one Prefect task through DVC's Python API, so unchanged
+stages are skipped by their content hashes, and its output streams into the Prefect log.
+With parameter overrides, the run is a named DVC experiment (`dvc exp run -S ...`), so it
+is reproducible by name. Each task ends with a markdown artifact: metrics, gate verdict and
+where to find the run in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import components  # noqa: F401  (telemetry off before prefect is imported)
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from flows import dvc_runner  # noqa: E402
+
+STAGES = ("prepare", "validate", "train", "evaluate", "promote")
+PERMANENT_EXIT_CODES = {2, 3}  # cvops: 2 = configuration error, 3 = data contract failed
+
+
+class GateRejected(RuntimeError):
+    """The pipeline finished but a candidate did not pass its promotion gate."""
+
+
+def repo_root() -> Path:
+    """The workspace: CVOPS_ROOT, else the working directory if it holds dvc.yaml, else this
+    checkout."""
+    for candidate in (os.environ.get("CVOPS_ROOT"), os.getcwd(), Path(__file__).resolve().parents[1]):
+        if candidate and (Path(candidate) / "dvc.yaml").exists():
+            return Path(candidate).resolve()
+    raise FileNotFoundError("no dvc.yaml found: run from the cvops repository or set CVOPS_ROOT")
+
+
+def _retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures (a Ray node lost, a locked database), never a bad config or
+    dataset: those need a person."""
+    try:
+        state.result()
+    except dvc_runner.StageFailed as exc:
+        return exc.returncode not in PERMANENT_EXIT_CODES
+    except Exception:
+        return True
+    return True
+
+
+@task(name="dvc-stage", task_run_name="{target}", retries=2, retry_delay_seconds=[10, 60],
+      retry_condition_fn=_retry_unless_permanent)
+def run_stage(root: str, target: str) -> bool:
+    logger = get_run_logger()
+    ran = dvc_runner.reproduce(Path(root), target, logger)
+    logger.info("%s: %s", target, "ran" if ran else "unchanged, skipped by DVC")
+    return ran
+
+
+@task(name="dvc-experiment", retries=0)
+def run_experiment(root: str, targets: list[str], overrides: dict[str, str], name: str | None) -> str:
+    logger = get_run_logger()
+    exp_name = dvc_runner.run_experiment(Path(root), targets, overrides, name, logger)
+    logger.info("DVC experiment '%s' (see `dvc exp show`)", exp_name)
+    return exp_name
+
+
+def _mlflow_link(run_id: str) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith("http"):
+        return f"[{run_id}]({uri.rstrip('/')}/#/runs/{run_id})"
+    return f"`{run_id}` (open with `mlflow ui --backend-store-uri sqlite:///mlruns.db`)"
+
+
+@task(name="report")
+def report(root: str, task_name: str) -> dict[str, Any]:
+    """Publish the task's metrics and gate verdict as a Prefect markdown artifact."""
+    reports = Path(root) / "reports" / task_name
+    metrics = json.loads((reports / "metrics.json").read_text())
+    verdict = json.loads((reports / "gate.json").read_text())
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    checks = "\n".join(
+        f"| {c['metric']} | {c['rule']} | {'missing' if c['value'] is None else f'{c['value']:.4f}'} | {'yes' if c['passed'] else '**no**'} |"
+        for c in verdict["checks"]
+    )
+    outcome = f"**promoted**: `{verdict['model']}@champion` is version {verdict['version']}" if verdict["passed"] else (
+        f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}")
+    markdown = (
+        f"# {task_name}\n\nCandidate `{verdict['model']}` version {verdict['version']}: {outcome}.\n\n"
+        f"MLflow run: {_mlflow_link(verdict['run_id'])}\n\n## Gate\n\n| metric | rule | value | pass |\n|---|---|---|---|\n{checks}\n\n"
+        f"## Test metrics\n\n| metric | value |\n|---|---|\n{rows}\n"
+    )
+    create_markdown_artifact(markdown=markdown, key=f"cvops-{task_name.replace('_', '-')}", description=f"{task_name}: metrics and gate verdict")
+    return {"metrics": metrics, "verdict": verdict}
+
+
+@flow(name="cv-pipeline", log_prints=True)
+def cv_pipeline(tasks: list[str] | None = None, overrides: dict[str, str] | None = None,
+                experiment_name: str | None = None) -> dict[str, Any]:
+    """Run prepare -> validate -> train -> evaluate -> promote for each task.
+
+    tasks: subset of params.yaml's pipeline.tasks (default: all of them).
+    overrides: params.yaml values to change, e.g. {"tasks.classification.train.epochs": "3"};
+        the run becomes a DVC experiment named `experiment_name`.
+    """
+    from components.config import load_params
+
+    logger = get_run_logger()
+    root = repo_root()
+    params = load_params(root / "params.yaml")
+    tasks = tasks or params.pipeline.tasks
+    unknown = sorted(set(tasks) - set(params.pipeline.tasks))
+    if unknown:
+        raise ValueError(f"tasks {unknown} are not in params.yaml pipeline.tasks {params.pipeline.tasks}")
+    os.environ["CVOPS_FLOW_RUN_ID"] = str(flow_run.get_id() or "")  # lineage tag on registered versions
+
+    if overrides:
+        run_experiment(str(root), [f"{stage}@{t}" for t in tasks for stage in STAGES], overrides, experiment_name)
+    else:
+        for task_name in tasks:
+            for stage in STAGES:
+                run_stage(str(root), f"{stage}@{task_name}")
+
+    results = {t: report(str(root), t) for t in tasks}
+    rejected = {t: r["verdict"]["reason"] for t, r in results.items() if not r["verdict"]["passed"]}
+    for task_name, result in results.items():
+        verdict = result["verdict"]
+        logger.info("%s: %s version %s %s", task_name, verdict["model"], verdict["version"],
+                    "promoted to @champion" if verdict["passed"] else f"not promoted: {verdict['reason']}")
+    if rejected:
+        raise GateRejected("; ".join(f"{t}: {why}" for t, why in rejected.items()))
+    return {"passed": True, "tasks": results}
