@@ -1,0 +1,1 @@
+"""Datasets: built-in generators (shapes, digits), the manifest and the datamodule."""
