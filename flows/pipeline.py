@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
+from components.registry.gate import checks_table  # noqa: E402
 from flows import dvc_runner  # noqa: E402
 
 STAGES = ("prepare", "validate", "train", "evaluate", "promote")
@@ -84,15 +85,11 @@ def report(root: str, task_name: str) -> dict[str, Any]:
     metrics = json.loads((reports / "metrics.json").read_text())
     verdict = json.loads((reports / "gate.json").read_text())
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
-    checks = "\n".join(
-        f"| {c['metric']} | {c['rule']} | {'missing' if c['value'] is None else f'{c['value']:.4f}'} | {'yes' if c['passed'] else '**no**'} |"
-        for c in verdict["checks"]
-    )
     outcome = f"**promoted**: `{verdict['model']}@champion` is version {verdict['version']}" if verdict["passed"] else (
         f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}")
     markdown = (
         f"# {task_name}\n\nCandidate `{verdict['model']}` version {verdict['version']}: {outcome}.\n\n"
-        f"MLflow run: {_mlflow_link(verdict['run_id'])}\n\n## Gate\n\n| metric | rule | value | pass |\n|---|---|---|---|\n{checks}\n\n"
+        f"MLflow run: {_mlflow_link(verdict['run_id'])}\n\n## Gate\n\n{checks_table(verdict['checks'])}\n\n"
         f"## Test metrics\n\n| metric | value |\n|---|---|\n{rows}\n"
     )
     create_markdown_artifact(markdown=markdown, key=f"cvops-{task_name.replace('_', '-')}", description=f"{task_name}: metrics and gate verdict")

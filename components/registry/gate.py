@@ -30,12 +30,16 @@ class Verdict:
         return {"passed": self.passed, "reason": self.reason, "checks": [asdict(c) for c in self.checks]}
 
     def table(self) -> str:
-        """Markdown table of the checks."""
-        rows = ["| metric | rule | value | pass |", "|---|---|---|---|"]
-        for c in self.checks:
-            value = "missing" if c.value is None else f"{c.value:.4f}"
-            rows.append(f"| {c.metric} | {c.rule} | {value} | {'yes' if c.passed else '**no**'} |")
-        return "\n".join(rows)
+        return checks_table(self.as_dict()["checks"])
+
+
+def checks_table(checks: list[dict]) -> str:
+    """Markdown table of a verdict's checks (as stored in gate.json)."""
+    rows = ["| metric | rule | value | pass |", "|---|---|---|---|"]
+    for c in checks:
+        value = "missing" if c["value"] is None else f"{c['value']:.4f}"
+        rows.append(f"| {c['metric']} | {c['rule']} | {value} | {'yes' if c['passed'] else '**no**'} |")
+    return "\n".join(rows)
 
 
 def evaluate_gate(gate: GateConfig, metrics: dict[str, float], task: str, has_champion: bool) -> Verdict:
