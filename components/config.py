@@ -142,14 +142,14 @@ class Params(Strict):
     def _pipeline_tasks_configured(self) -> Params:
         from components.tasks import TASKS
 
-        for name in self.pipeline.tasks:
-            if name not in self.tasks:
-                raise ValueError(f"pipeline.tasks lists '{name}' but there is no tasks.{name} section")
         for name in self.tasks:
             if name not in TASKS:
                 close = difflib.get_close_matches(name, list(TASKS), n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"registered tasks: {', '.join(TASKS)}"
                 raise ValueError(f"tasks.{name}: no such task; {hint}")
+        for name in self.pipeline.tasks:
+            if name not in self.tasks:
+                raise ValueError(f"pipeline.tasks lists '{name}' but there is no tasks.{name} section")
         return self
 
     def task(self, name: str) -> TaskConfig:
@@ -183,7 +183,8 @@ def _describe(error: dict[str, Any]) -> str:
     """Human message for one pydantic error, with the closest valid key for an unknown one."""
     loc = ".".join(str(p) for p in error["loc"])
     if error["type"] != "extra_forbidden":
-        return f"{loc}: {error['msg']}"
+        message = error["msg"].removeprefix("Value error, ")
+        return f"{loc}: {message}" if loc else message
     *parent, key = error["loc"]
     model = _model_at(parent)
     valid = list(model.model_fields) if model else []

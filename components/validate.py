@@ -68,7 +68,10 @@ def validate_manifest(manifest: pd.DataFrame, cfg: ContractConfig) -> list[Rule]
     """Run the suite over the manifest; returns every rule with its failures filled in."""
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one line per run, not 69 bars
     batch = (
         context.data_sources.add_pandas("manifest")
         .add_dataframe_asset("images")

@@ -34,6 +34,10 @@ class StageFailed(RuntimeError):
         return f"stage {self.target} failed (exit code {self.returncode}):\n{tail}"
 
 
+# DVC's hints for interactive users (git add ..., autostage, dvc push): noise in a flow log
+_HINTS = ("To track the changes with git", "git add", "auto staging", "core.autostage", "Use `dvc push`")
+
+
 class _ToLogger(logging.Handler):
     def __init__(self, target: logging.Logger | logging.LoggerAdapter) -> None:
         super().__init__(logging.INFO)
@@ -41,7 +45,7 @@ class _ToLogger(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage().strip()
-        if message and "To track the changes with git" not in message:
+        if message and not any(hint in message for hint in _HINTS):
             self.target.log(record.levelno, "[dvc] %s", message)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-ModelBuilder = Callable[[int], nn.Module]  # num_classes -> model (weights=None)
+ModelBuilder = Callable[..., nn.Module]  # builder(num_classes=...) -> model, weights=None
 
 
 class TaskSpec(ABC):
@@ -71,7 +71,7 @@ class TaskSpec(ABC):
             raise ValueError(
                 f"unknown {self.name} arch '{arch}'; choose one of: {', '.join(self.models)}"
             )
-        return self.models[arch](num_classes)
+        return self.models[arch](num_classes=num_classes)  # keyword: positional means `pretrained`
 
     def backbone_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters that transfer learning freezes or trains with a lower learning rate."""

@@ -1,0 +1,87 @@
+"""Built-in datasets: determinism, the three formats from one scene list, digits export."""
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.data import digits, shapes
+from components.data.manifest import write_manifest
+from components.tasks import get_task
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_cfg() -> shapes.ShapesConfig:
+    return shapes.ShapesConfig(num_images=40, image_size=48, objects_per_image=(1, 3), seed=7)
+
+
+def test_same_seed_same_bytes(tmp_path, small_cfg):
+    a = tree_digest(shapes.generate(tmp_path / "a", small_cfg))
+    b = tree_digest(shapes.generate(tmp_path / "b", small_cfg))
+    assert a == b
+
+
+def test_different_seed_different_images(tmp_path, small_cfg):
+    a = tree_digest(shapes.generate(tmp_path / "a", small_cfg))
+    other = shapes.ShapesConfig(**{**small_cfg.__dict__, "seed": 8})
+    b = tree_digest(shapes.generate(tmp_path / "b", other))
+    images = [k for k in a if k.startswith("images/")]
+    assert sum(a[k] != b[k] for k in images) == len(images)
+
+
+def test_three_formats_describe_the_same_scenes(tmp_path, small_cfg):
+    root = shapes.generate(tmp_path / "s", small_cfg)
+    rows = list(csv.DictReader((root / "labels.csv").open()))
+    coco = {s: json.loads((root / "annotations" / f"{s}.json").read_text()) for s in ("train", "val", "test")}
+    assert sum(len(c["images"]) for c in coco.values()) == len(rows) == small_cfg.num_images
+    boxes_by_file = {}
+    for c in coco.values():
+        names = {im["id"]: im["file_name"] for im in c["images"]}
+        for ann in c["annotations"]:
+            boxes_by_file.setdefault(names[ann["image_id"]], []).append(ann)
+    for row in rows:
+        mask = np.asarray(Image.open(root / row["mask"]))
+        for ann in boxes_by_file[row["path"]]:
+            x, y, w, h = ann["bbox"]
+            inside = mask[y : y + h, x : x + w]
+            assert (inside == ann["category_id"]).any(), "each box covers pixels of its class in the mask"
+        largest = max(boxes_by_file[row["path"]], key=lambda a: a["area"])
+        assert shapes.CLASSES[largest["category_id"] - 1] == row["label"]
+
+
+def test_night_group_is_a_minority_present_in_every_split(tmp_path):
+    cfg = shapes.ShapesConfig(num_images=300, image_size=24, minority_fraction=0.2, seed=3)
+    rows = list(csv.DictReader((shapes.generate(tmp_path / "s", cfg) / "labels.csv").open()))
+    night = [r for r in rows if r["group"] == "night"]
+    assert 0.1 < len(night) / len(rows) < 0.3
+    assert {r["split"] for r in night} == {"train", "val", "test"}
+
+
+def test_digits_export_is_the_real_sklearn_data(tmp_path):
+    from sklearn.datasets import load_digits
+
+    root = digits.export(tmp_path / "d", (0.7, 0.15, 0.15), seed=0)
+    rows = list(csv.DictReader((root / "labels.csv").open()))
+    real = load_digits()
+    assert len(rows) == len(real.target)
+    first = np.asarray(Image.open(root / rows[0]["path"]), dtype=float) * 16 / 255
+    assert np.abs(first - real.images[0]).max() < 0.05
+    assert rows[0]["label"] == str(real.target[0]) and rows[0]["group"] == ""
+
+
+def test_manifest_has_one_row_per_image_with_hash_and_geometry(tmp_path, small_cfg):
+    root = shapes.generate(tmp_path / "s", small_cfg)
+    count = write_manifest(root, get_task("classification"), root / "manifest.csv")
+    rows = list(csv.DictReader((root / "manifest.csv").open()))
+    assert count == len(rows) == small_cfg.num_images
+    row = rows[0]
+    assert row["readable"] == "True" and row["width"] == "48" and row["channels"] == "3"
+    assert row["sha256"] == hashlib.sha256((root / row["path"]).read_bytes()).hexdigest()

@@ -1,0 +1,117 @@
+"""The real pipeline on tiny data in a temporary git + DVC workspace: `dvc repro` with Ray
+Train, a SQLite MLflow store and registry, then the Prefect flow over the same stages.
+Tests run in file order on one workspace; the ones that change params come last."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.conftest import BIN, dvc
+
+TASK = "classification"
+MODEL = f"cvops-{TASK}"
+
+
+def client_for(ws: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlruns.db'}")
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def set_param(ws: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    *parents, leaf = dotted.split(".")
+    section = params
+    for key in parents:
+        section = section[int(key)] if isinstance(section, list) else section[key]
+    section[leaf] = value
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_tracks_runs_and_promotes_a_champion(built_workspace):
+    ws, client = built_workspace, client_for(built_workspace)
+    experiment = client.get_experiment_by_name("cvops")
+    runs = client.search_runs([experiment.experiment_id])
+    train_run = next(r for r in runs if r.info.run_name == f"{TASK}-train")
+    assert {"test_accuracy", "test_macro_f1", "best_val_accuracy"} <= set(train_run.data.metrics)
+    assert train_run.data.params["model.arch"] == "small_cnn"
+    history = client.get_metric_history(train_run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [0, 1], "one val metric per epoch, logged once (rank 0)"
+
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.run_id == train_run.info.run_id
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    data_md5 = next(o["md5"] for o in lock["stages"][f"prepare@{TASK}"]["outs"] if o["path"] == f"data/{TASK}")
+    assert champion.tags["cvops.data_hash"] == data_md5
+    assert champion.tags["cvops.git_commit"] and champion.tags["cvops.gate.passed"] == "true"
+    verdict = json.loads((ws / "reports" / TASK / "gate.json").read_text())
+    assert verdict["passed"] and verdict["version"] == champion.version
+    metrics = json.loads((ws / "reports" / TASK / "metrics.json").read_text())
+    assert train_run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert (ws / "reports" / TASK / "evaluation" / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_champion_loads_as_pyfunc_and_predicts_labels(built_workspace):
+    mlflow.set_tracking_uri(f"sqlite:///{built_workspace / 'mlruns.db'}")
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    image = next((built_workspace / "data" / TASK / "images").glob("*.png")).read_bytes()
+    import pandas as pd
+
+    predictions = model.predict(pd.DataFrame({"image": [image, image]}))
+    assert len(predictions) == 2
+    assert predictions[0]["label"] in {"circle", "square", "triangle"}
+    assert sum(predictions[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_second_repro_runs_no_stage(built_workspace):
+    result = dvc(built_workspace, "repro")
+    assert ran_stages(result.stdout) == []
+    assert result.stdout.count("didn't change, skipping") == 5
+
+
+def test_flow_without_changes_skips_every_stage_and_publishes_a_report(built_workspace, prefect_api, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import cv_pipeline
+
+    monkeypatch.setenv("CVOPS_ROOT", str(built_workspace))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    before = client_for(built_workspace).search_model_versions(f"name='{MODEL}'")
+    state = cv_pipeline(return_state=True)
+    assert state.is_completed(), state.message
+    task_runs = state.result()["tasks"]
+    assert task_runs[TASK]["verdict"]["passed"]
+    after = client_for(built_workspace).search_model_versions(f"name='{MODEL}'")
+    assert len(after) == len(before), "nothing re-registered when nothing changed"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"cvops-{TASK}"])))
+    assert artifacts and "## Gate" in artifacts[0].data and "accuracy" in artifacts[0].data
+
+
+def test_changing_the_gate_reruns_only_promote(built_workspace):
+    ws = built_workspace
+    set_param(ws, f"tasks.{TASK}.gate.thresholds", [{"metric": "accuracy", "min": 1.01}])
+    champion_before = client_for(ws).get_model_version_by_alias(MODEL, "champion").version
+    result = dvc(ws, "repro")
+    assert ran_stages(result.stdout) == [f"promote@{TASK}"]
+    verdict = json.loads((ws / "reports" / TASK / "gate.json").read_text())
+    assert not verdict["passed"] and "accuracy" in verdict["reason"]
+    client = client_for(ws)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion_before
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == verdict["version"]
+
+
+def test_changing_a_training_param_reruns_train_and_downstream_only(built_workspace):
+    set_param(built_workspace, f"tasks.{TASK}.train.lr", 0.001)
+    result = dvc(built_workspace, "repro", "--dry")
+    assert ran_stages(result.stdout) == [f"train@{TASK}", f"evaluate@{TASK}", f"promote@{TASK}"]
