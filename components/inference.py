@@ -54,7 +54,7 @@ def predict_images(model: nn.Module, meta: dict[str, Any], images: list[Any], ba
     records: list[dict] = []
     for start in range(0, len(images), batch_size):
         pils = [to_pil(im) for im in images[start : start + batch_size]]
-        batch = torch.stack([transform(torch.from_numpy(np.asarray(p)).permute(2, 0, 1)) for p in pils])
+        batch = torch.stack([transform(torch.from_numpy(np.array(p)).permute(2, 0, 1)) for p in pils])
         preds = spec.predict(model, batch)
         records += spec.format_predictions(preds, meta["classes"], [p.size for p in pils])
     return records

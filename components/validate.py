@@ -81,11 +81,13 @@ def validate_manifest(manifest: pd.DataFrame, cfg: ContractConfig) -> list[Rule]
     rules = build_rules(cfg)
     suite = gx.ExpectationSuite(name="image_contract")
     for rule in rules:
+        rule.expectation.meta = {"rule": rule.name}  # GX neither keeps the order nor sets ids here
         suite.add_expectation(rule.expectation)
+    by_name = {rule.name: rule for rule in rules}
     result = batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]})
-    for rule, outcome in zip(rules, result.results, strict=True):
+    for outcome in result.results:
         if not outcome.success:
-            rule.failures = _examples(outcome.result, manifest)
+            by_name[outcome.expectation_config.meta["rule"]].failures = _examples(outcome.result, manifest)
     return rules
 
 
@@ -108,10 +110,19 @@ def report(rules: list[Rule], manifest_path: Path) -> str:
     return "\n".join(lines)
 
 
+def read_manifest(path: Path) -> pd.DataFrame:
+    """The manifest with typed columns; an unreadable image has empty geometry (NaN)."""
+    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    manifest["readable"] = manifest["readable"].eq("True")
+    manifest["labels"] = manifest["labels"].replace("", None)
+    for column in ("channels", "width", "height", "bytes"):
+        manifest[column] = pd.to_numeric(manifest[column], errors="coerce")
+    return manifest
+
+
 def run(params: Params, task: str) -> dict[str, Any]:
     paths = StagePaths(task)
-    manifest = pd.read_csv(paths.manifest, keep_default_na=False, na_values={"labels": [""]})
-    manifest["readable"] = manifest["readable"].astype(str).eq("True")
+    manifest = read_manifest(paths.manifest)
     rules = validate_manifest(manifest, params.task(task).contract)
     summary = {
         "success": not any(r.failures for r in rules),
