@@ -4,7 +4,6 @@ plots (DVC plots), and both logged to the training's MLflow run."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import mlflow

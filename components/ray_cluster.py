@@ -8,6 +8,24 @@ from pathlib import Path
 
 from components.config import Params
 
+# Environment of every Ray worker: no telemetry, and plain print() (Train's print patch
+# routes prints through the root logger and, with a wrapped stdout, prints them twice).
+WORKER_ENV = {
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    **{k: os.environ[k] for k in ("DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED") if k in os.environ},
+}
+
+
+def quiet_worker_logs() -> None:
+    """Runs in every Ray worker process. Without the dashboard (ray[default]) there is no
+    State API, and Train's placement-group cleaner warns about that once a second."""
+    import logging
+    import warnings
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)  # per-report lines
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning vs torch pytree deprecation
+
 
 def connect(params: Params) -> tuple[bool, bool]:
     """Initialise Ray; returns (use_gpu, started_here)."""
@@ -16,10 +34,15 @@ def connect(params: Params) -> tuple[bool, bool]:
     started_here = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or params.ray.address
+        runtime_env = {"env_vars": WORKER_ENV, "worker_process_setup_hook": quiet_worker_logs}
         if address:
-            ray.init(address=address, log_to_driver=True)
+            os.environ.setdefault("RAY_AUTH_MODE", "token")  # 2.60 clusters require the token
+            ray.init(address=address, runtime_env=runtime_env)
         else:
-            ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+            # "local": a fresh cluster for this stage, never one that `ray start` left running;
+            # no cloud preemption to watch for on a local machine
+            runtime_env["env_vars"] = {**WORKER_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
             started_here = True
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = bool(gpus) if params.ray.use_gpu == "auto" else bool(params.ray.use_gpu)

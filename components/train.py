@@ -8,7 +8,9 @@ Only rank 0 talks to MLflow from inside the workers (SQLite takes one writer at 
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,6 @@ from components.inference import save_checkpoint
 from components.module import CVModule
 from components.paths import StagePaths
 from components.tasks import get_task
-
 
 PYFUNC_FILE = Path(__file__).parent / "registry" / "pyfunc.py"
 SERVING_PACKAGES = ("torch", "torchvision", "mlflow", "pillow", "numpy", "pandas")
@@ -51,8 +52,15 @@ class EpochReport(L.Callback):
 
 def train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: Lightning with Ray's DDP strategy and reporting."""
-    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
+    from ray.train.lightning import (
+        RayDDPStrategy,
+        RayLightningEnvironment,
+        RayTrainReportCallback,
+        prepare_trainer,
+    )
 
+    for name in ("lightning.pytorch", "lightning.fabric"):  # GPU/TPU/tips INFO chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     spec = get_task(config["task"])
@@ -137,7 +145,10 @@ def run(params: Params, task: str) -> Path:
 
 def log_model(checkpoint: Path) -> mlflow.models.model.ModelInfo:
     """Log the checkpoint as an MLflow pyfunc (servable with `mlflow models serve`)."""
-    return mlflow.pyfunc.log_model(  # models-from-code: nothing pickled, loaded by import
-        name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(checkpoint)},
-        pip_requirements=[f"{p}=={version(p)}" for p in SERVING_PACKAGES],
-    )
+    with warnings.catch_warnings():  # "add type hints to predict": inputs are images, not a schema
+        warnings.simplefilter("ignore", UserWarning)
+        logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # no pip in a uv venv
+        return mlflow.pyfunc.log_model(  # models-from-code: nothing pickled, loaded by import
+            name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(checkpoint)},
+            pip_requirements=[f"{p}=={version(p)}" for p in SERVING_PACKAGES],
+        )

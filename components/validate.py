@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from components.config import Params, ContractConfig
+from components.config import ContractConfig, Params
 from components.paths import StagePaths
 
 SPLITS = ["train", "val", "test"]
@@ -67,7 +67,6 @@ def build_rules(cfg: ContractConfig) -> list[Rule]:
 def validate_manifest(manifest: pd.DataFrame, cfg: ContractConfig) -> list[Rule]:
     """Run the suite over the manifest; returns every rule with its failures filled in."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

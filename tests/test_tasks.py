@@ -31,7 +31,7 @@ def test_batch_forward_loss_metric_and_records(task_data):
     model = spec.build_model(next(iter(spec.models)), len(task_data.classes))
     images, targets = next(iter(task_data.train_dataloader()))
     assert images.shape == (4, 3, 64, 64) and images.dtype == torch.float32
-    assert -1.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= -1.0 and images.max() <= 1.0
 
     model.train()
     loss = spec.loss(model, images, targets)
