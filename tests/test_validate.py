@@ -75,3 +75,26 @@ def test_duplicate_image_across_splits_is_caught(prepared):
     paths.manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataContractError, match="no duplicate images: 2 rows"):
         validate(load_params(), TASK)
+
+
+def test_failed_contract_stops_dvc_repro_before_training(tmp_path):
+    """End to end: a user dataset with a corrupt image stops `dvc repro` at validate (exit
+    code 3); nothing downstream runs and no model is produced."""
+    from components.data import shapes
+    from tests.conftest import dvc, tiny_params
+
+    source = shapes.generate(tmp_path / "user_data", shapes.ShapesConfig(num_images=60, image_size=24))
+    (source / "images" / "00005.png").write_bytes(b"not a png")
+
+    def user_dataset(params: dict) -> dict:
+        params = tiny_params(params)
+        params["tasks"][TASK]["data"].update(source="path", path=str(source))
+        return params
+
+    ws = make_workspace(tmp_path / "ws", edit=user_dataset)
+    result = dvc(ws, "repro", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "images decode: 1 rows; e.g. ['images/00005.png']" in output
+    assert "exited with 3" in output
+    assert "Running stage 'train@" not in output and not (ws / "models" / TASK / "model.pt").exists()
