@@ -86,11 +86,12 @@ def check(tables: dict[str, pd.DataFrame], rules: list[Rule], name: str, docs_di
     source = context.data_sources.add_pandas("manifests")
     by_name = {rule.name: rule for rule in rules}
     for table, frame in tables.items():
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_{table}"))
+        suite = gx.ExpectationSuite(name=f"{name}_{table}")
         for rule in (r for r in rules if r.table == table):
             for expectation in rule.expectations:
                 expectation.meta = {"rule": rule.name}  # GX neither keeps the order nor sets ids here
                 suite.add_expectation(expectation)
+        suite = context.suites.add(suite)  # after filling it: adding to a stored suite saves each time
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_{table}", data=batch, suite=suite))
         result = definition.run(batch_parameters={"dataframe": frame}, result_format={
