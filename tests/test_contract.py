@@ -42,10 +42,10 @@ def clean(tmp_path_factory) -> Path:
     return shapes.generate(tmp_path_factory.mktemp("clean") / "shapes", cfg)
 
 
-def contract(root: Path, task: str, cfg: ContractConfig = ContractConfig()) -> tuple[dict, str]:
+def contract(root: Path, task: str, cfg: ContractConfig | None = None) -> tuple[dict, str]:
     spec = spec_for(task)
     write_manifest(root, spec, root / "manifest.csv", workers=2)
-    rules, summary = validate_dataset(root, root / "manifest.csv", spec, cfg)
+    rules, summary = validate_dataset(root, root / "manifest.csv", spec, cfg or ContractConfig())
     return summary, report(rules, root / "manifest.csv")
 
 

@@ -3,7 +3,6 @@ Docs and an MLflow run; a broken one exits 3 with the report, and `dvc repro` st
 (The rules themselves, against a corpus of broken datasets: tests/test_contract.py.)"""
 
 import json
-import shutil
 from pathlib import Path
 
 import mlflow
