@@ -3,6 +3,7 @@ Docs and an MLflow run; a broken one exits 3 with the report, and `dvc repro` st
 (The rules themselves, against a corpus of broken datasets: tests/test_contract.py.)"""
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -87,14 +88,37 @@ def test_user_dataset_is_ingested_and_a_link_out_of_it_refused(workspace, tmp_pa
 
 @pytest.mark.slow  # two cold `cvops stage` processes under DVC: minutes on 2 shared cores
 def test_dvc_repro_stops_at_a_failed_contract(tmp_path):
-    def strict(params):
-        params = tiny_params(params)
-        params["tasks"]["classification"]["contract"]["min_images"] = 10_000
-        return params
-
-    ws = make_workspace(tmp_path / "ws", edit=strict)
+    ws = _strict_workspace(tmp_path)
     result = dvc(ws, "repro", check=False)
     assert result.returncode != 0
     assert "enough images: - rows; e.g. ['observed 90']" in result.stderr + result.stdout
     assert "Running stage 'validate@classification'" in result.stdout
     assert "Running stage 'train" not in result.stdout and not (ws / "models").exists()
+
+
+def _strict_workspace(tmp_path: Path) -> Path:
+    """A workspace whose contract no tiny dataset can meet (min_images above its size)."""
+    def strict(params):
+        params = tiny_params(params)
+        params["tasks"]["classification"]["contract"]["min_images"] = 10_000
+        return params
+
+    return make_workspace(tmp_path / "ws", edit=strict)
+
+
+@pytest.mark.slow  # a cold Prefect flow over two DVC stages
+def test_prefect_flow_stops_at_a_failed_contract_without_retrying(tmp_path, prefect_api, monkeypatch):
+    from flows.dvc_runner import StageFailed
+    from flows.pipeline import cv_pipeline
+    from tests.conftest import BIN
+
+    ws = _strict_workspace(tmp_path)
+    monkeypatch.setenv("CVOPS_ROOT", str(ws))
+    monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    state = cv_pipeline(return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageFailed) as info:
+        state.result()
+    assert info.value.returncode == 3 and "validate@classification" in str(info.value)
+    assert not (ws / "models").exists()
