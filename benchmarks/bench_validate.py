@@ -45,6 +45,7 @@ def measure(root: Path, task: str, workers: int, docs: Path | None) -> dict:
     from components.validate import validate_dataset
 
     spec, manifest = spec_for(task), root / f"manifest_{task}.csv"
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # torch, GX, PIL imported
     start = time.perf_counter()
     images = write_manifest(root, spec, manifest, workers=workers)
     manifest_s = time.perf_counter() - start
@@ -56,6 +57,7 @@ def measure(root: Path, task: str, workers: int, docs: Path | None) -> dict:
         "manifest_s": round(manifest_s, 2), "gx_s": round(gx_s, 2),
         "images_per_s": round(images / (manifest_s + gx_s), 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_imports_mib": round(baseline, 1),
     }
 
 
@@ -86,7 +88,8 @@ def main() -> None:
         row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         print(json.dumps(row))
         print(f"| contract throughput, {task}, {row['images']} images {args.size}px | {row['images_per_s']} img/s "
-              f"(manifest {row['manifest_s']} s + GX {row['gx_s']} s), peak RSS {row['peak_rss_mib']} MiB | "
+              f"(manifest {row['manifest_s']} s + GX {row['gx_s']} s), peak RSS {row['peak_rss_mib']} MiB "
+              f"({row['rss_after_imports_mib']} MiB after imports) | "
               f"`python benchmarks/bench_validate.py {' '.join(sys.argv[1:])}` | {machine} | {time.strftime('%Y-%m-%d')} |")
 
 

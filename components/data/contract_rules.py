@@ -118,7 +118,7 @@ def stats_rules(cfg: ContractConfig) -> list[Rule]:
     E, (lo, hi), (slo, shi) = gx.expectations, cfg.class_fraction, cfg.split_fraction
     return [Rule(name, "stats", [exp], fix) for name, exp, fix in [
         ("no empty split", E.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_split_images, **_where('stat=="split"')),
-         f"give every split at least {cfg.min_split_images} images (a missing annotations/<split>.json empties it)"),
+         f"give every split at least {cfg.min_split_images} images (a missing or misplaced annotation file, labels.csv or annotations/<split>.json, empties splits)"),
         ("split fractions", E.ExpectColumnValuesToBeBetween(column="fraction", min_value=slo, max_value=shi, **_where('stat=="split"')),
          f"re-split so each split holds {slo:.0%}..{shi:.0%} of the images (contract.split_fraction)"),
         ("class balance", E.ExpectColumnValuesToBeBetween(column="fraction", min_value=lo, max_value=hi, **_where('stat=="class"')),
