@@ -181,6 +181,12 @@ def symlink_out_of_root(root):
     return path
 
 
+def mask_path_escapes_root(root):
+    row = first(root, "test")
+    edit_rows(root, lambda r: r.update(mask="/etc/hostname") if r["path"] == row["path"] else None)
+    return row["path"]
+
+
 def group_missing_from_split(root):
     edit_rows(root, lambda r: r.update(group="day") if r["split"] == "val" else None)
     return "val/night"
@@ -208,6 +214,7 @@ CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
     (empty_split, "classification", {"no empty split", "split fractions", "groups in every split"}),
     (path_escapes_root, "classification", {"paths inside the dataset root"}),
     (symlink_out_of_root, "segmentation", {"paths inside the dataset root"}),
+    (mask_path_escapes_root, "segmentation", {"annotation files inside the root"}),
     (group_missing_from_split, "segmentation", {"groups in every split"}),
     (class_missing, "classification", {"class balance"}),
 ]
