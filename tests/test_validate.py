@@ -107,7 +107,7 @@ def _strict_workspace(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow  # a cold Prefect flow over two DVC stages
-def test_prefect_flow_stops_at_a_failed_contract_without_retrying(tmp_path, prefect_api, monkeypatch):
+def test_prefect_flow_stops_at_a_failed_contract(tmp_path, prefect_api, monkeypatch):
     from flows.dvc_runner import StageFailed
     from flows.pipeline import cv_pipeline
     from tests.conftest import BIN
