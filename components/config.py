@@ -101,6 +101,16 @@ class ContractConfig(Strict):
     min_size: int = Field(8, ge=1)
     max_size: int = Field(4096, ge=1)
     min_images: int = Field(12, ge=1)
+    classes: list[str] | None = Field(None, description="declared classes; null: dataset.json's 'classes'")
+    min_box_area: float = Field(1.0, ge=0, description="boxes smaller than this (px^2) are errors")
+    mask_modes: list[str] = Field(["L", "P"], description="allowed PIL modes of mask PNGs (8-bit)")
+    ignore_index: int = Field(255, description="mask value allowed besides 0..num_classes")
+    min_annotations: int = Field(1, ge=0, description="annotations (labels, boxes, masks) per image")
+    class_fraction: tuple[float, float] = Field((0.02, 0.95), description="share of each declared class")
+    split_fraction: tuple[float, float] = Field((0.05, 0.9), description="share of images per split")
+    min_split_images: int = Field(1, ge=0, description="images per split (0 allows an empty split)")
+    min_group_images: int = Field(1, ge=0, description="images of each sensitive group in each split")
+    skip: list[str] = Field([], description="rule names to remove from the suite (see the report)")
 
 
 class TaskConfig(Strict):

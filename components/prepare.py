@@ -1,5 +1,7 @@
 """The prepare stage: materialise the task's dataset in its canonical layout under
-data/<task>/ (built-in shapes or digits, or a user's dataset) and write its manifest."""
+data/<task>/ (built-in shapes or digits, or a user's dataset: `data.source: path`, in the
+formats of DESIGN.md) and write its manifests. data/<task> is this stage's DVC output, so an
+ingested dataset is versioned and pushed like the built-in ones."""
 
 from __future__ import annotations
 
@@ -9,24 +11,37 @@ from pathlib import Path
 from components.config import Params
 from components.data import digits, shapes
 from components.data.manifest import write_manifest
+from components.data.safepath import inside_root
 from components.paths import StagePaths
 from components.tasks import get_task
+from components.validate import DataContractError
 
 
-def _copy_user_dataset(source: Path, out: Path) -> None:
-    """Copy a user's dataset, refusing links that could point outside its root."""
-    source = source.resolve()
+def check_user_dataset(source: Path) -> Path:
+    """The dataset root, resolved, once no link in it leads outside it (such links are refused,
+    not followed: a dataset must not pull in files from elsewhere on the machine)."""
+    source = Path(source).resolve()
     if not source.is_dir():
         raise FileNotFoundError(f"data.path '{source}' is not a directory: point data.path at the dataset root")
     for path in source.rglob("*"):
-        if path.is_symlink():
-            raise ValueError(f"{path}: symbolic links are not followed; copy the file into the dataset instead")
-    shutil.copytree(source, out, dirs_exist_ok=True)
+        if path.is_symlink() and inside_root(source, str(path.relative_to(source))) is None:
+            raise DataContractError(
+                f"{path}: symbolic link to {path.readlink()} leaves the dataset root {source} (rule: paths "
+                "inside the dataset root); copy the file into the dataset instead"
+            )
+    return source
+
+
+def _copy_user_dataset(source: Path, out: Path) -> None:
+    """Copy a checked user dataset; links inside its root are copied as the files they name."""
+    shutil.copytree(check_user_dataset(source), out, dirs_exist_ok=True)
 
 
 def run(params: Params, task: str) -> Path:
     cfg, paths = params.task(task).data, StagePaths(task)
     out = paths.data
+    if cfg.source == "path":
+        check_user_dataset(Path(cfg.path))  # before anything stored is removed
     if out.exists():
         shutil.rmtree(out)
     splits = (cfg.splits.train, cfg.splits.val, cfg.splits.test)

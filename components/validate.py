@@ -1,138 +1,178 @@
-"""The validate stage: the manifest against a Great Expectations suite (the data contract).
+"""The validate stage: the data contract (Great Expectations) over the manifests.
 
-A failed expectation stops the pipeline (non-zero exit, so `dvc repro` and the Prefect flow
-stop) with a report naming each failed rule, how many rows broke it, example files and the
-fix. The summary JSON is a DVC metric either way.
+Three tables (components/data/contract_rules.py): images (manifest.csv), annotations
+(annotations.csv) and stats (split, class and group counts). A failed rule stops the
+pipeline (DataContractError: exit code 3, so `dvc repro` and the Prefect flow stop and
+nothing downstream runs) with a report naming each failed rule, how many rows broke it,
+example files and the fix. Either way the summary JSON (a DVC metric) and the GX Data Docs
+(HTML, reports/<task>/data_docs/) are written and logged to MLflow (run `<task>-validate`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from components.config import ContractConfig, Params
+from components.data.contract_rules import INDEX, SPLITS, Rule, build_rules, stats_table
+from components.data.manifest import annotations_path
 from components.paths import StagePaths
+from components.tasks import get_task
+from components.tasks.base import TaskSpec
 
-SPLITS = ["train", "val", "test"]
+DOCS_SITE = "contract"
 
 
 class DataContractError(RuntimeError):
     """The dataset broke the data contract; the message is the report."""
 
 
-@dataclass
-class Rule:
-    """One expectation, with the words a person needs when it fails."""
-
-    name: str
-    expectation: Any
-    fix: str
-    failures: list[dict[str, Any]] = field(default_factory=list)
-
-
-def build_rules(cfg: ContractConfig) -> list[Rule]:
-    import great_expectations as gx
-
-    E = gx.expectations
-    return [
-        Rule("images decode", E.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]),
-             "re-export or remove the broken files (their error is in the manifest's 'error' column)"),
-        Rule("known split", E.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
-             "set split to one of train/val/test in the annotations"),
-        Rule("every split present", E.ExpectColumnDistinctValuesToContainSet(column="split", value_set=SPLITS),
-             "assign some images to each of train, val and test"),
-        Rule("allowed format", E.ExpectColumnValuesToBeInSet(column="format", value_set=cfg.formats, mostly=1.0, row_condition='readable==True', condition_parser="pandas"),
-             f"convert images to one of {cfg.formats} (or extend contract.formats)"),
-        Rule("allowed channels", E.ExpectColumnValuesToBeInSet(column="channels", value_set=cfg.channels, row_condition='readable==True', condition_parser="pandas"),
-             f"convert images to {cfg.channels} channels (or extend contract.channels)"),
-        Rule("width in bounds", E.ExpectColumnValuesToBeBetween(column="width", min_value=cfg.min_size, max_value=cfg.max_size, row_condition='readable==True', condition_parser="pandas"),
-             f"resize images to {cfg.min_size}..{cfg.max_size} px (contract.min_size/max_size)"),
-        Rule("height in bounds", E.ExpectColumnValuesToBeBetween(column="height", min_value=cfg.min_size, max_value=cfg.max_size, row_condition='readable==True', condition_parser="pandas"),
-             f"resize images to {cfg.min_size}..{cfg.max_size} px (contract.min_size/max_size)"),
-        Rule("annotated", E.ExpectColumnValuesToNotBeNull(column="labels"),
-             "add the missing annotations"),
-        Rule("unique paths", E.ExpectColumnValuesToBeUnique(column="path"),
-             "list each image once in the annotations"),
-        Rule("no duplicate images", E.ExpectColumnValuesToBeUnique(column="sha256", row_condition='readable==True', condition_parser="pandas"),
-             "remove duplicated images (same bytes): within a split they bias, across splits they leak"),
-        Rule("enough images", E.ExpectTableRowCountToBeBetween(min_value=cfg.min_images),
-             f"provide at least {cfg.min_images} images (contract.min_images)"),
-    ]
+def read_manifest(path: Path) -> pd.DataFrame:
+    """manifest.csv typed; unreadable images have empty geometry (NaN). Adds `hash_splits`:
+    how many splits hold an image with the same bytes (the leakage rule's column)."""
+    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in ("readable", "in_root"):
+        manifest[column] = manifest[column].eq("True")
+    for column in ("annotations", "channels", "width", "height", "bytes"):
+        manifest[column] = pd.to_numeric(manifest[column], errors="coerce")
+    hashed = manifest["sha256"].ne("")
+    manifest["hash_splits"] = 1
+    manifest.loc[hashed, "hash_splits"] = manifest[hashed].groupby("sha256")["split"].transform("nunique")
+    return manifest
 
 
-def validate_manifest(manifest: pd.DataFrame, cfg: ContractConfig) -> list[Rule]:
-    """Run the suite over the manifest; returns every rule with its failures filled in."""
+def read_annotations(path: Path) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in ("image_readable", "file_in_root", "file_readable"):
+        table[column] = table[column].eq("True")
+    for column in ("value", "x1", "y1", "x2", "y2", "area", "image_width", "image_height", "file_width", "file_height"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table
+
+
+def declared_classes(root: Path, cfg: ContractConfig) -> list[str] | None:
+    """contract.classes, else dataset.json's 'classes', else None (class rules are skipped)."""
+    meta = root / "dataset.json"
+    if cfg.classes is None and meta.exists():
+        return json.loads(meta.read_text()).get("classes")
+    return cfg.classes
+
+
+def class_labels(annotations: pd.DataFrame, spec: TaskSpec, classes: list[str]) -> pd.Series:
+    """One class name per label, box or mask value; a mask value indexes spec.class_names()."""
+    names = spec.class_names(classes)
+    values = annotations.loc[annotations["kind"] == "mask_value", "value"]
+    from_masks = values.map(lambda v: names[int(v)] if 0 <= v < len(names) else "")
+    return pd.concat([annotations.loc[annotations["kind"].isin(["label", "box"]), "label"], from_masks])
+
+
+def check(tables: dict[str, pd.DataFrame], rules: list[Rule], name: str, docs_dir: Path | None) -> list[Rule]:
+    """Run each table's suite (a GX ValidationDefinition, so it shows in Data Docs written to
+    `docs_dir`); fills in every rule's failures and returns the rules."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one line per run, not 69 bars
-    batch = (
-        context.data_sources.add_pandas("manifest")
-        .add_dataframe_asset("images")
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": manifest})
-    )
-    rules = build_rules(cfg)
-    suite = gx.ExpectationSuite(name="image_contract")
-    for rule in rules:
-        rule.expectation.meta = {"rule": rule.name}  # GX neither keeps the order nor sets ids here
-        suite.add_expectation(rule.expectation)
+    if docs_dir is not None:
+        context.add_data_docs_site(site_name=DOCS_SITE, site_config={
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+        })
+    source = context.data_sources.add_pandas("manifests")
     by_name = {rule.name: rule for rule in rules}
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]})
-    for outcome in result.results:
-        if not outcome.success:
-            by_name[outcome.expectation_config.meta["rule"]].failures = _examples(outcome.result, manifest)
+    for table, frame in tables.items():
+        suite = gx.ExpectationSuite(name=f"{name}_{table}")
+        for rule in (r for r in rules if r.table == table):
+            for expectation in rule.expectations:
+                expectation.meta = {"rule": rule.name}  # GX neither keeps the order nor sets ids here
+                suite.add_expectation(expectation)
+        suite = context.suites.add(suite)  # after filling it: adding to a stored suite saves each time
+        batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_{table}", data=batch, suite=suite))
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format={
+            "result_format": "COMPLETE", "unexpected_index_column_names": [INDEX[table]]})
+        for outcome in result.results:
+            if not outcome.success:
+                by_name[outcome.expectation_config.meta["rule"]].failures += _examples(outcome.result, frame, INDEX[table])
+    if docs_dir is not None:
+        context.build_data_docs(site_names=[DOCS_SITE])
     return rules
 
 
-def _examples(result: dict[str, Any], manifest: pd.DataFrame) -> list[dict[str, Any]]:
+def _examples(result: dict[str, Any], frame: pd.DataFrame, index: str) -> list[dict[str, Any]]:
     rows = result.get("unexpected_index_list") or []
     if rows:
-        return [r if isinstance(r, dict) else {"path": manifest.loc[r, "path"]} for r in rows]
-    observed = result.get("observed_value")
-    return [{"observed": observed}] if observed is not None else [{}]
+        return [r if isinstance(r, dict) else {index: frame.loc[r, index]} for r in rows]
+    return [{"observed": result.get("observed_value")}]
 
 
-def report(rules: list[Rule], manifest_path: Path) -> str:
+def report(rules: list[Rule], where: Path) -> str:
+    """People-readable: every failed rule with its row count, example files and the fix."""
     failed = [r for r in rules if r.failures]
-    lines = [f"Data contract FAILED for {manifest_path}: {len(failed)} of {len(rules)} rules broken."]
+    lines = [f"Data contract FAILED for {where}: {len(failed)} of {len(rules)} rules broken."]
     for rule in failed:
-        examples = [e.get("path") or e.get("observed") for e in rule.failures[:3]]
-        count = len(rule.failures) if "path" in rule.failures[0] else "-"
-        lines.append(f"  - {rule.name}: {count} rows; e.g. {examples}\n    fix: {rule.fix}")
-    lines.append("Nothing downstream ran and nothing stored was changed. Fix the data, then rerun.")
+        keys = list(dict.fromkeys(e.get("path") or e.get("key") or f"observed {e.get('observed')}" for e in rule.failures))
+        count = len(keys) if "observed" not in rule.failures[0] else "-"
+        lines.append(f"  - {rule.name}: {count} rows; e.g. {keys[:3]}\n    fix: {rule.fix}")
+    lines.append("Nothing downstream ran and nothing stored was changed. Fix the data (or the rule in "
+                 "params.yaml tasks.<task>.contract, `skip` to remove one), then rerun `dvc repro`.")
     return "\n".join(lines)
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    """The manifest with typed columns; an unreadable image has empty geometry (NaN)."""
-    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
-    manifest["readable"] = manifest["readable"].eq("True")
-    manifest["labels"] = manifest["labels"].replace("", None)
-    for column in ("channels", "width", "height", "bytes"):
-        manifest[column] = pd.to_numeric(manifest[column], errors="coerce")
-    return manifest
+def summarize(rules: list[Rule], tables: dict[str, pd.DataFrame], classes: list[str] | None) -> dict[str, Any]:
+    images = tables["images"]
+    failed = {r.name: len({str(e) for e in r.failures}) for r in rules if r.failures}
+    return {
+        "success": not failed, "images": len(images), "annotations": len(tables["annotations"]),
+        "rules": len(rules), "failed_rules": len(failed), "failures": failed,
+        "classes_declared": classes is not None,
+        **{f"split_{s}": int((images["split"] == s).sum()) for s in SPLITS},
+    }
+
+
+def validate_dataset(root: Path, manifest: Path, spec: TaskSpec, cfg: ContractConfig,
+                     docs_dir: Path | None = None) -> tuple[list[Rule], dict[str, Any]]:
+    """The whole contract over a dataset's manifests: (rules with failures, summary)."""
+    classes = declared_classes(root, cfg)
+    mask_values = None if classes is None else [*range(len(spec.class_names(classes))), cfg.ignore_index]
+    images, annotations = read_manifest(manifest), read_annotations(annotations_path(manifest))
+    counted = classes if classes is not None else sorted(set(class_labels(annotations, spec, [])) - {""})
+    tables = {"images": images, "annotations": annotations,
+              "stats": stats_table(images, class_labels(annotations, spec, counted), counted)}
+    rules = check(tables, build_rules(cfg, classes, mask_values), spec.name, docs_dir)
+    return rules, summarize(rules, tables, classes)
+
+
+def _log_to_mlflow(params: Params, task: str, summary: dict[str, Any], docs_dir: Path, message: str) -> None:
+    import mlflow
+
+    from components import tracking
+
+    tracking.setup(params)
+    with mlflow.start_run(run_name=f"{task}-validate"):
+        mlflow.set_tags({"task": task, "stage": "validate", "contract": "passed" if summary["success"] else "failed"})
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, int | float)})
+        mlflow.log_dict(summary, "validation.json")
+        mlflow.log_text(message, "contract_report.txt")
+        mlflow.log_artifacts(str(docs_dir), "data_docs")
 
 
 def run(params: Params, task: str) -> dict[str, Any]:
     paths = StagePaths(task)
-    manifest = read_manifest(paths.manifest)
-    rules = validate_manifest(manifest, params.task(task).contract)
-    summary = {
-        "success": not any(r.failures for r in rules),
-        "images": len(manifest),
-        "rules": len(rules),
-        "failed_rules": sum(bool(r.failures) for r in rules),
-        **{f"split_{s}": int((manifest["split"] == s).sum()) for s in SPLITS},
-    }
-    paths.validation.parent.mkdir(parents=True, exist_ok=True)
+    docs_dir = paths.validation.parent / "data_docs"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    docs_dir.mkdir(parents=True)
+    rules, summary = validate_dataset(paths.data, paths.manifest, get_task(task), params.task(task).contract, docs_dir)
     paths.validation.write_text(json.dumps(summary, indent=2))
+    ok = f"data contract passed: {len(rules)} rules on {summary['images']} images ({paths.manifest}); docs {docs_dir}/index.html"
+    message = ok if summary["success"] else report(rules, paths.manifest)
+    _log_to_mlflow(params, task, summary, docs_dir, message)
     if not summary["success"]:
-        raise DataContractError(report(rules, paths.manifest))
-    print(f"data contract passed: {len(rules)} rules on {len(manifest)} images ({paths.manifest})")
+        raise DataContractError(f"{message}\n  Data Docs: {docs_dir / 'index.html'}")
+    print(message)
     return summary

@@ -1,100 +1,135 @@
-"""The data contract (Great Expectations): a clean dataset passes; broken ones stop the
-stage with the failed rule, the file and the fix named."""
+"""The validate stage end to end: a clean dataset of every registered task passes, with Data
+Docs and an MLflow run; a broken one exits 3 with the report, and `dvc repro` stops there.
+(The rules themselves, against a corpus of broken datasets: tests/test_contract.py.)"""
 
 import json
+import os
 from pathlib import Path
 
+import mlflow
 import pytest
 
+from components import cli
 from components.config import load_params
 from components.paths import StagePaths
 from components.prepare import run as prepare
+from components.tasks import TASKS
 from components.validate import DataContractError
 from components.validate import run as validate
-from tests.conftest import make_workspace
-
-TASK = "classification"
+from tests.conftest import dvc, make_workspace, tiny_params
 
 
 @pytest.fixture
-def prepared(tmp_path, monkeypatch) -> Path:
+def workspace(tmp_path, monkeypatch) -> Path:
     ws = make_workspace(tmp_path / "ws")
     monkeypatch.chdir(ws)
-    prepare(load_params(), TASK)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return ws
 
 
-def test_clean_dataset_passes_and_writes_summary(prepared):
-    summary = validate(load_params(), TASK)
+def validate_runs(task: str) -> list:
+    from components import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(load_params()))
+    return mlflow.search_runs(experiment_names=["cvops"], filter_string=f"tags.mlflow.runName = '{task}-validate'",
+                              output_format="list")
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_clean_dataset_passes_with_docs_and_mlflow_run(workspace, task):
+    prepare(load_params(), task)
+    summary = validate(load_params(), task)
+    paths = StagePaths(task)
     assert summary["success"] and summary["failed_rules"] == 0
-    assert json.loads(StagePaths(TASK).validation.read_text())["images"] == summary["images"]
+    assert json.loads(paths.validation.read_text())["images"] == summary["images"] == 90
+    docs = paths.validation.parent / "data_docs"
+    assert (docs / "index.html").exists()
+    assert sorted(p.name for p in (docs / "validations").iterdir()) == [f"{task}_{t}" for t in ("annotations", "images", "stats")]
+    (run,) = validate_runs(task)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "data_docs")}
+    assert "data_docs/index.html" in artifacts and run.data.tags["contract"] == "passed"
 
 
-def _break(paths: StagePaths, column: str, value: str, row: int = 1) -> str:
-    lines = paths.manifest.read_text().splitlines()
-    header = lines[0].split(",")
-    cells = lines[row].split(",")
-    cells[header.index(column)] = value
-    lines[row] = ",".join(cells)
-    paths.manifest.write_text("\n".join(lines) + "\n")
-    return cells[0]
-
-
-@pytest.mark.parametrize(
-    ("column", "value", "rule"),
-    [("readable", "False", "images decode"), ("channels", "4", "allowed channels"),
-     ("split", "holdout", "known split"), ("width", "20000", "width in bounds")],
-)
-def test_broken_row_is_caught_by_the_right_rule(prepared, column, value, rule):
-    path = _break(StagePaths(TASK), column, value)
-    with pytest.raises(DataContractError) as info:
-        validate(load_params(), TASK)
-    report = str(info.value)
-    assert f"- {rule}: 1 rows" in report and path in report and "fix:" in report
-
-
-def test_truncated_image_fails_the_decode_rule(prepared):
-    paths = StagePaths(TASK)
-    image = paths.data / "images" / "00003.png"
+def test_broken_dataset_exits_3_with_the_report(workspace, capsys):
+    prepare(load_params(), "classification")
+    image = StagePaths("classification").data / "images" / "00003.png"
     image.write_bytes(image.read_bytes()[:40])
+    prepare_again = StagePaths("classification")
     from components.data.manifest import write_manifest
     from components.tasks import get_task
 
-    write_manifest(paths.data, get_task(TASK), paths.manifest)
-    with pytest.raises(DataContractError, match=r"images decode: 1 rows; e.g. \['images/00003.png'\]"):
-        validate(load_params(), TASK)
+    write_manifest(prepare_again.data, get_task("classification"), prepare_again.manifest)
+    assert cli.main(["stage", "validate", "--task", "classification"]) == 3
+    err = capsys.readouterr().err
+    assert "- images decode: 1 rows; e.g. ['images/00003.png']" in err and "fix:" in err
+    assert json.loads(prepare_again.validation.read_text())["failures"] == {"images decode": 1}
+    (run,) = validate_runs("classification")
+    assert run.data.tags["contract"] == "failed"
 
 
-def test_duplicate_image_across_splits_is_caught(prepared):
-    paths = StagePaths(TASK)
-    lines = paths.manifest.read_text().splitlines()
-    sha = lines[0].split(",").index("sha256")
-    first, second = lines[1].split(","), lines[2].split(",")
-    second[sha] = first[sha]
-    lines[2] = ",".join(second)
-    paths.manifest.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataContractError, match="no duplicate images: 2 rows"):
-        validate(load_params(), TASK)
-
-
-def test_failed_contract_stops_dvc_repro_before_training(tmp_path):
-    """End to end: a user dataset with a corrupt image stops `dvc repro` at validate (exit
-    code 3); nothing downstream runs and no model is produced."""
+def test_user_dataset_is_ingested_and_a_link_out_of_it_refused(workspace, tmp_path):
     from components.data import shapes
-    from tests.conftest import dvc, tiny_params
+
+    user = shapes.generate(tmp_path / "user", shapes.ShapesConfig(num_images=60, seed=2, minority_fraction=0.3))
+    params = load_params()
+    data = params.tasks["classification"].data.model_copy(update={"source": "path", "path": str(user)})
+    task = params.tasks["classification"].model_copy(update={"data": data})
+    params = params.model_copy(update={"tasks": {"classification": task}})
+    prepare(params, "classification")
+    assert validate(params, "classification")["images"] == 60
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not yours")
+    (user / "images" / "link.png").symlink_to(secret)
+    stored = sorted(p.name for p in (workspace / "data" / "classification" / "images").iterdir())
+    with pytest.raises(DataContractError, match="link.png: symbolic link .* leaves the dataset root"):
+        prepare(params, "classification")
+    assert sorted(p.name for p in (workspace / "data" / "classification" / "images").iterdir()) == stored
+
+
+def test_dvc_repro_stops_at_a_failed_contract(tmp_path):
+    """A user dataset with a corrupt image stops `dvc repro` at validate with exit code 3
+    (never retried by the flow); nothing downstream runs and no model is produced."""
+    from components.data import shapes
 
     source = shapes.generate(tmp_path / "user_data", shapes.ShapesConfig(num_images=60, image_size=24))
     (source / "images" / "00005.png").write_bytes(b"not a png")
 
     def user_dataset(params: dict) -> dict:
         params = tiny_params(params)
-        params["tasks"][TASK]["data"].update(source="path", path=str(source))
+        params["tasks"]["classification"]["data"].update(source="path", path=str(source))
         return params
 
     ws = make_workspace(tmp_path / "ws", edit=user_dataset)
     result = dvc(ws, "repro", check=False)
     output = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode != 0 and "exited with 3" in output
     assert "images decode: 1 rows; e.g. ['images/00005.png']" in output
-    assert "exited with 3" in output
-    assert "Running stage 'train@" not in output and not (ws / "models" / TASK / "model.pt").exists()
+    assert "Running stage 'train" not in output and not (ws / "models").exists()
+
+
+def _strict_workspace(tmp_path: Path) -> Path:
+    """A workspace whose contract no tiny dataset can meet (min_images above its size)."""
+    def strict(params):
+        params = tiny_params(params)
+        params["tasks"]["classification"]["contract"]["min_images"] = 10_000
+        return params
+
+    return make_workspace(tmp_path / "ws", edit=strict)
+
+
+@pytest.mark.slow  # a cold Prefect flow over two DVC stages
+def test_prefect_flow_stops_at_a_failed_contract(tmp_path, prefect_api, monkeypatch):
+    from flows.dvc_runner import StageFailed
+    from flows.pipeline import cv_pipeline
+    from tests.conftest import BIN
+
+    ws = _strict_workspace(tmp_path)
+    monkeypatch.setenv("CVOPS_ROOT", str(ws))
+    monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    state = cv_pipeline(return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageFailed) as info:
+        state.result()
+    assert info.value.returncode == 3 and "validate@classification" in str(info.value)
+    assert not (ws / "models").exists()

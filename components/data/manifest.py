@@ -1,8 +1,15 @@
-"""The per-image manifest: one row per image, the table the data contract validates.
+"""The manifests the data contract validates, computed in parallel and streamed to CSV.
 
-Columns: path, split, group, labels (the task's annotation summary), readable, error,
-format, mode, channels, width, height, bytes, sha256. Rows are computed in a thread pool
-and written as they come, so a large dataset never sits in memory as images.
+`manifest.csv`, one row per image: path, split, group, labels (the task's annotation
+summary), annotations (how many annotation rows), in_root, readable, error, format, mode,
+channels, width, height, bytes, sha256.
+
+`annotations.csv`, one row per annotation (the TaskSpec's `annotation_rows`): a class label,
+a box (XYXY pixels, area) or a mask (file, mode, size) and the distinct values in it, next
+to the image's decoded size.
+
+Records are inspected by a thread pool in bounded chunks and written as they finish, so
+memory holds one chunk of rows, never the dataset's pixels.
 """
 
 from __future__ import annotations
@@ -16,18 +23,32 @@ from typing import Any
 
 from PIL import Image
 
+from components.data.safepath import ESCAPES, inside_root
 from components.tasks.base import TaskSpec
 
 COLUMNS = [
-    "path", "split", "group", "labels", "readable", "error",
+    "path", "split", "group", "labels", "annotations", "in_root", "readable", "error",
     "format", "mode", "channels", "width", "height", "bytes", "sha256",
 ]
+ANNOTATION_COLUMNS = [
+    "path", "split", "kind", "label", "value", "x1", "y1", "x2", "y2", "area",
+    "image_readable", "image_width", "image_height",
+    "file", "file_in_root", "file_readable", "file_error", "file_mode", "file_width", "file_height",
+]
+CHUNK = 256  # records in flight at once: bounds memory, keeps every worker busy
+
+
+def annotations_path(manifest: Path) -> Path:
+    return Path(manifest).with_name("annotations.csv")
 
 
 def inspect_image(root: Path, rel_path: str) -> dict[str, Any]:
     """Decode one image fully (not only its header) and hash its bytes."""
-    path = root / rel_path
-    row: dict[str, Any] = dict.fromkeys(COLUMNS[4:], "")
+    row: dict[str, Any] = dict.fromkeys(COLUMNS[5:], "")
+    path = inside_root(root, rel_path)
+    if path is None:
+        return {**row, "in_root": False, "readable": False, "error": ESCAPES}
+    row["in_root"] = True
     try:
         data = path.read_bytes()
         row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
@@ -43,24 +64,37 @@ def inspect_image(root: Path, rel_path: str) -> dict[str, Any]:
     return row
 
 
-def iter_manifest(root: Path, spec: TaskSpec, workers: int = 8) -> Iterator[dict[str, Any]]:
+def inspect_record(root: Path, spec: TaskSpec, record: dict[str, Any]) -> tuple[dict, list[dict]]:
+    """(manifest row, annotation rows) of one record."""
+    image = inspect_image(root, record["path"])
+    width, height = (image["width"], image["height"]) if image["readable"] else (None, None)
+    key = {"path": record["path"], "split": record["split"]}
+    annotations = [
+        {**key, "image_readable": image["readable"], "image_width": width, "image_height": height, **row}
+        for row in spec.annotation_rows(record, root, width, height)
+    ]
+    counted = sum(row["kind"] != "mask_value" for row in annotations)  # values detail a mask
+    row = {**key, "group": record["group"], "labels": spec.label_summary(record), "annotations": counted, **image}
+    return row, annotations
+
+
+def iter_manifest(root: Path, spec: TaskSpec, workers: int = 8) -> Iterator[tuple[dict, list[dict]]]:
     records = spec.read_records(root)
-    with ThreadPoolExecutor(workers) as pool:
-        inspected = pool.map(lambda r: inspect_image(root, r["path"]), records, chunksize=64)
-        for record, image in zip(records, inspected, strict=True):
-            yield {
-                "path": record["path"], "split": record["split"], "group": record["group"],
-                "labels": spec.label_summary(record), **image,
-            }
+    with ThreadPoolExecutor(workers) as pool:  # PIL and hashlib release the GIL
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
+            yield from pool.map(lambda r: inspect_record(root, spec, r), chunk)
 
 
-def write_manifest(root: Path, spec: TaskSpec, out: Path) -> int:
-    """Write `out` (CSV) for the dataset at `root`; returns the number of rows."""
+def write_manifest(root: Path, spec: TaskSpec, out: Path, workers: int = 8) -> int:
+    """Write `out` (manifest.csv) and annotations.csv beside it; returns the image count."""
     count = 0
-    with Path(out).open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        for row in iter_manifest(root, spec):
-            writer.writerow(row)
+    with Path(out).open("w", newline="") as f, annotations_path(out).open("w", newline="") as g:
+        images, annotations = csv.DictWriter(f, COLUMNS), csv.DictWriter(g, ANNOTATION_COLUMNS)
+        images.writeheader()
+        annotations.writeheader()
+        for row, rows in iter_manifest(root, spec, workers):
+            images.writerow(row)
+            annotations.writerows(rows)
             count += 1
     return count

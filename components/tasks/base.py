@@ -52,6 +52,17 @@ class TaskSpec(ABC):
         counts = Counter(self.record_classes(record))
         return ";".join(f"{name}:{n}" for name, n in sorted(counts.items()))
 
+    def annotation_rows(
+        self, record: dict[str, Any], root: Path, width: int | None, height: int | None
+    ) -> list[dict[str, Any]]:
+        """Rows of the annotation manifest for one record, checked by the data contract.
+
+        Columns (components/data/manifest.py ANNOTATION_COLUMNS): `kind` ("label", "box",
+        "mask", "mask_value"), `label`, box `x1 y1 x2 y2 area` in pixels, mask `value` and the
+        annotation file's `file*` fields. `width`/`height` are the decoded image's (None when
+        it does not decode). Default: one "label" row per annotated class name."""
+        return [{"kind": "label", "label": name} for name in self.record_classes(record)]
+
     def class_names(self, declared: list[str]) -> list[str]:
         """Model output classes from the dataset's declared classes (index = class id)."""
         return list(declared)

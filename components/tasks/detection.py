@@ -55,6 +55,14 @@ class DetectionData:
     def class_names(self, declared: list[str]) -> list[str]:
         return ["background", *declared]
 
+    def annotation_rows(self, record, root, width, height) -> list[dict[str, Any]]:
+        """One "box" row per box: XYXY pixels and its area (0 when degenerate)."""
+        return [
+            {"kind": "box", "label": name, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+             "area": max(0.0, x2 - x1) * max(0.0, y2 - y1)}
+            for (x1, y1, x2, y2), name in zip(record["boxes"], record["labels"], strict=True)
+        ]
+
     def load_target(self, record, root, size, class_to_idx) -> dict[str, Any]:
         boxes = torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4)
         return {

@@ -1,0 +1,259 @@
+"""The data contract against a corpus of broken datasets, each generated here from the shapes
+data: every kind of breakage is caught by the rule meant for it and named in the report with
+an example file. Detection and segmentation use their data mixins directly, so these tests
+do not depend on the task models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.config import ContractConfig
+from components.data import shapes
+from components.data.manifest import write_manifest
+from components.tasks import TASKS
+from components.tasks.base import TaskSpec
+from components.tasks.detection import DetectionData
+from components.tasks.segmentation import SegmentationData
+from components.validate import report, validate_dataset
+
+MIXINS = {"detection": DetectionData, "segmentation": SegmentationData}
+
+
+def spec_for(task: str) -> TaskSpec:
+    """The registered TaskSpec, or (before the task is registered) its data mixin on a stub."""
+    if task in TASKS:
+        return TASKS[task]
+    mixin = MIXINS[task]
+    stubs = {m: lambda self, *a, **k: None for m in TaskSpec.__abstractmethods__ if not hasattr(mixin, m)}
+    return type(f"{task}Spec", (mixin, TaskSpec), {"name": task, "monitor": "-", "models": {}, **stubs})()
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    cfg = shapes.ShapesConfig(num_images=60, image_size=32, objects_per_image=(1, 2), minority_fraction=0.3, seed=2)
+    return shapes.generate(tmp_path_factory.mktemp("clean") / "shapes", cfg)
+
+
+def contract(root: Path, task: str, cfg: ContractConfig | None = None) -> tuple[dict, str]:
+    spec = spec_for(task)
+    write_manifest(root, spec, root / "manifest.csv", workers=2)
+    rules, summary = validate_dataset(root, root / "manifest.csv", spec, cfg or ContractConfig())
+    return summary, report(rules, root / "manifest.csv")
+
+
+def rows(root: Path, name: str = "labels.csv") -> list[dict]:
+    return list(csv.DictReader((root / name).open()))
+
+
+def write_rows(root: Path, table: list[dict], name: str = "labels.csv") -> None:
+    with (root / name).open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def first(root: Path, split: str) -> dict:
+    return next(r for r in rows(root) if r["split"] == split)
+
+
+def edit_rows(root: Path, change: Callable[[dict], None]) -> None:
+    table = rows(root)
+    for row in table:
+        change(row)
+    write_rows(root, table)
+
+
+def edit_coco(root: Path, split: str, change: Callable[[dict], None]) -> str:
+    path = root / "annotations" / f"{split}.json"
+    coco = json.loads(path.read_text())
+    change(coco)
+    path.write_text(json.dumps(coco))
+    first_image = coco["annotations"][0]["image_id"]
+    return next(im["file_name"] for im in coco["images"] if im["id"] == first_image)
+
+
+# ---- the corpus: each breaks a copy of the clean dataset and returns a file the report must name
+def truncated_image(root):
+    path = first(root, "train")["path"]
+    (root / path).write_bytes((root / path).read_bytes()[:60])
+    return path
+
+
+def zero_byte_file(root):
+    path = first(root, "val")["path"]
+    (root / path).write_bytes(b"")
+    return path
+
+
+def not_an_image(root):
+    path = first(root, "test")["path"]
+    (root / path).write_text("path,label\nthis is a CSV saved as .png\n")
+    return path
+
+
+def wrong_channels(root):
+    path = first(root, "train")["path"]
+    Image.open(root / path).convert("RGBA").save(root / path)
+    return path
+
+
+def unknown_label(root):
+    path = first(root, "train")["path"]
+    edit_rows(root, lambda r: r.update(label="hexagon") if r["path"] == path else None)
+    return path
+
+
+def box_outside_image(root):
+    def change(coco):
+        coco["annotations"][0]["bbox"] = [20, 4, 30, 10]  # x2 = 50 on a 32 px image
+    return edit_coco(root, "train", change)
+
+
+def zero_area_box(root):
+    def change(coco):
+        coco["annotations"][0]["bbox"][2] = 0
+    return edit_coco(root, "val", change)
+
+
+def undeclared_mask_value(root):
+    row = first(root, "train")
+    mask = np.array(Image.open(root / row["mask"]))
+    mask[0, :4] = 7  # shapes declares 3 classes: 0..3 and 255 are allowed
+    Image.fromarray(mask).save(root / row["mask"])
+    return row["path"]
+
+
+def mask_wrong_size(root):
+    row = first(root, "test")
+    Image.open(root / row["mask"]).resize((16, 16), Image.NEAREST).save(root / row["mask"])
+    return row["path"]
+
+
+def duplicate_across_splits(root):
+    train, test = first(root, "train")["path"], first(root, "test")["path"]
+    shutil.copyfile(root / train, root / test)
+    return test
+
+
+def duplicate_in_split(root):
+    a, b = [r["path"] for r in rows(root) if r["split"] == "train"][:2]
+    shutil.copyfile(root / a, root / b)
+    return b
+
+
+def missing_mask_file(root):
+    row = first(root, "val")
+    (root / row["mask"]).unlink()
+    return row["path"]
+
+
+def missing_coco_file(root):
+    (root / "annotations" / "val.json").unlink()
+    return "val"
+
+
+def empty_split(root):
+    edit_rows(root, lambda r: r.update(split="train") if r["split"] == "test" else None)
+    return "test"
+
+
+def path_escapes_root(root):
+    outside = root.parent / "outside.png"
+    shutil.copyfile(root / first(root, "train")["path"], outside)  # exists: it must still not be read
+    victim = first(root, "train")["path"]
+    edit_rows(root, lambda r: r.update(path="../outside.png") if r["path"] == victim else None)
+    return "../outside.png"
+
+
+def symlink_out_of_root(root):
+    outside = root.parent / "linked.png"
+    path = first(root, "val")["path"]
+    shutil.move(root / path, outside)
+    (root / path).symlink_to(outside)
+    return path
+
+
+def mask_path_escapes_root(root):
+    row = first(root, "test")
+    edit_rows(root, lambda r: r.update(mask="/etc/hostname") if r["path"] == row["path"] else None)
+    return row["path"]
+
+
+def group_missing_from_split(root):
+    edit_rows(root, lambda r: r.update(group="day") if r["split"] == "val" else None)
+    return "val/night"
+
+
+def class_missing(root):
+    edit_rows(root, lambda r: r.update(label="circle") if r["label"] == "triangle" else None)
+    return "triangle"
+
+
+CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
+    (truncated_image, "classification", {"images decode"}),
+    (zero_byte_file, "classification", {"non-empty files", "images decode"}),
+    (not_an_image, "classification", {"images decode"}),
+    (wrong_channels, "classification", {"allowed channels"}),
+    (unknown_label, "classification", {"labels in the class list"}),
+    (box_outside_image, "detection", {"boxes inside the image"}),
+    (zero_area_box, "detection", {"box x2 > x1", "box area above minimum"}),
+    (undeclared_mask_value, "segmentation", {"mask values declared"}),
+    (mask_wrong_size, "segmentation", {"mask size equals image size"}),
+    (duplicate_across_splits, "classification", {"no images shared between splits"}),
+    (duplicate_in_split, "classification", {"no duplicate images in a split"}),
+    (missing_mask_file, "segmentation", {"annotation files readable"}),
+    (missing_coco_file, "detection", {"no empty split", "split fractions", "groups in every split"}),
+    (empty_split, "classification", {"no empty split", "split fractions", "groups in every split"}),
+    (path_escapes_root, "classification", {"paths inside the dataset root"}),
+    (symlink_out_of_root, "segmentation", {"paths inside the dataset root"}),
+    (mask_path_escapes_root, "segmentation", {"annotation files inside the root"}),
+    (group_missing_from_split, "segmentation", {"groups in every split"}),
+    (class_missing, "classification", {"class balance"}),
+]
+
+
+@pytest.mark.parametrize(("breakage", "task", "expected"), CORPUS, ids=[c[0].__name__ for c in CORPUS])
+def test_broken_dataset_is_caught_by_the_right_rule(clean, tmp_path, breakage, task, expected):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    example = breakage(root)
+    summary, text = contract(root, task)
+    assert not summary["success"]
+    assert set(summary["failures"]) == expected, text
+    line = next(line for line in text.splitlines() if line.startswith(f"  - {breakage_rule(expected)}:"))
+    assert example in line, text
+    assert "fix:" in text
+
+
+def breakage_rule(expected: set[str]) -> str:
+    """The rule whose report line must show the example (the most specific of the set)."""
+    for name in ("non-empty files", "box area above minimum", "no empty split"):
+        if name in expected:
+            return name
+    return next(iter(expected))
+
+
+@pytest.mark.parametrize("task", ["classification", "detection", "segmentation"])
+def test_clean_shapes_pass_for_every_task(clean, tmp_path, task):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    summary, text = contract(root, task)
+    assert summary["success"], text
+    assert summary["failed_rules"] == 0 and summary["images"] == 60
+
+
+def test_every_rule_can_be_skipped_and_unknown_names_are_refused(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    truncated_image(root)
+    summary, _ = contract(root, "classification", ContractConfig(skip=["images decode"]))
+    assert summary["success"] and summary["rules"] == 26
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError, match="contract.skip names no rule: \\['images decodes'\\]"):
+        contract(root, "classification", ContractConfig(skip=["images decodes"]))
