@@ -8,6 +8,7 @@ from typing import Any
 
 import mlflow
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from components import tracking
@@ -16,6 +17,8 @@ from components.data.datamodule import CVDataModule
 from components.inference import load_checkpoint
 from components.paths import StagePaths
 from components.tasks import get_task
+
+OVERLAY_IMAGES = 8  # test images drawn with their predictions
 
 
 @torch.no_grad()
@@ -27,6 +30,21 @@ def evaluate_model(model: torch.nn.Module, data: CVDataModule, split: str = "tes
     return metric
 
 
+@torch.no_grad()
+def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int = OVERLAY_IMAGES) -> Path | None:
+    """The task's drawing of its predictions on the first `count` test images (a fixed
+    sample: split order is the dataset's), as one grid PNG; None if the task draws none."""
+    from components.evaluation.overlays import save_grid, to_uint8
+
+    dataset = data.dataset("test")
+    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
+    preds = data.spec.predict(model, images)
+    drawn = [data.spec.draw_prediction(to_uint8(image), preds[i], data.classes) for i, image in enumerate(images)]
+    if not drawn or drawn[0] is None:
+        return None
+    return save_grid(drawn, out)
+
+
 def run(params: Params, task: str) -> dict[str, float]:
     cfg, paths, spec = params.task(task), StagePaths(task), get_task(task)
     model, meta = load_checkpoint(paths.model)
@@ -36,6 +54,7 @@ def run(params: Params, task: str) -> dict[str, float]:
     metric = evaluate_model(model, data)
     metrics = spec.summarize(metric.compute(), data.classes)
     plots = spec.plots(metric, data.classes, paths.evaluation)
+    overlay = overlays(model, data, paths.evaluation / "predictions.png")
 
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     paths.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -46,6 +65,8 @@ def run(params: Params, task: str) -> dict[str, float]:
         mlflow.log_artifact(str(paths.metrics), "evaluation")
         for plot in plots.values():
             mlflow.log_artifact(str(plot), "evaluation")
+        if overlay is not None:  # an image artifact, shown in the run's artifact view
+            mlflow.log_image(Image.open(overlay), artifact_file="evaluation/predictions.png")
     summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
     print(f"{task} test: {summary}  -> {paths.metrics}")
     return metrics

@@ -65,10 +65,21 @@ def resolve_init(init_from: str | None, params: Params) -> str | None:
         if not path.is_file():
             raise FileNotFoundError(f"model.init_from: checkpoint '{path}' does not exist; give a .pt written by the train stage or a models:/ URI")
         return str(path.resolve())
-    import mlflow
-
     from components import tracking
 
     tracking.setup(params)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{init_from}/artifacts/model.pt")
-    return str(Path(local).resolve())
+    return str(registered_checkpoint(init_from))
+
+
+def registered_checkpoint(model_uri: str) -> Path:
+    """The checkpoint inside a registered cvops pyfunc: download the model directory and
+    follow its MLmodel (python_function.artifacts.checkpoint.path), the layout MLflow wrote."""
+    import mlflow
+    import yaml
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    if "checkpoint" not in artifacts:
+        raise ValueError(f"{model_uri}: its MLmodel has no python_function artifact 'checkpoint'; init_from needs a model logged by the cvops train stage")
+    return (local / artifacts["checkpoint"]["path"]).resolve()

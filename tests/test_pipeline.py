@@ -10,10 +10,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 
+from components.tasks import TASKS, TaskSpec
 from tests.conftest import BIN, dvc
+
+pytestmark = pytest.mark.timeout(3600)  # builds the whole pipeline for every task on first use
 
 TASK = "classification"
 MODEL = f"cvops-{TASK}"
@@ -72,10 +76,38 @@ def test_champion_loads_as_pyfunc_and_predicts_labels(built_workspace):
     assert sum(predictions[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_is_evaluated_drawn_and_registered(built_workspace, task):
+    ws, client = built_workspace, client_for(built_workspace)
+    metrics = json.loads((ws / "reports" / task / "metrics.json").read_text())
+    assert TASKS[task].monitor in metrics
+    champion = client.get_model_version_by_alias(f"cvops-{task}", "champion")
+    artifacts = [a.path for a in client.list_artifacts(champion.run_id, "evaluation")]
+    if type(TASKS[task]).draw_prediction is not TaskSpec.draw_prediction:  # the task draws overlays
+        assert (ws / "reports" / task / "evaluation" / "predictions.png").stat().st_size > 0
+        assert "evaluation/predictions.png" in artifacts
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_init_from_a_registered_champion_resolves_to_its_checkpoint(built_workspace, task, monkeypatch):
+    from components.config import load_params
+    from components.inference import load_checkpoint
+    from components.ray_cluster import resolve_init
+
+    monkeypatch.chdir(built_workspace)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = resolve_init(f"models:/cvops-{task}@champion", load_params())
+    model, meta = load_checkpoint(path)
+    assert meta["task"] == task
+    local = torch.load(built_workspace / "models" / task / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in local.items())
+
+
 def test_second_repro_runs_no_stage(built_workspace):
     result = dvc(built_workspace, "repro")
     assert ran_stages(result.stdout) == []
-    assert result.stdout.count("didn't change, skipping") == 5
+    tasks = yaml.safe_load((built_workspace / "params.yaml").read_text())["pipeline"]["tasks"]
+    assert result.stdout.count("didn't change, skipping") == 5 * len(tasks)
 
 
 def test_flow_without_changes_skips_every_stage_and_publishes_a_report(built_workspace, prefect_api, monkeypatch):

@@ -2,9 +2,13 @@
 
 from components.tasks.base import TaskSpec
 from components.tasks.classification import SPEC as CLASSIFICATION
+from components.tasks.detection import SPEC as DETECTION
+from components.tasks.segmentation import SPEC as SEGMENTATION
 
 TASKS: dict[str, TaskSpec] = {
     CLASSIFICATION.name: CLASSIFICATION,
+    DETECTION.name: DETECTION,
+    SEGMENTATION.name: SEGMENTATION,
 }
 
 

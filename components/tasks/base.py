@@ -120,3 +120,9 @@ class TaskSpec(ABC):
     ) -> dict[str, Path]:  # pragma: no cover - default: no task-specific plots
         """Task-specific plots of the evaluated metric state, written under out_dir."""
         return {}
+
+    def draw_prediction(self, image: torch.Tensor, pred: Any, classes: list[str]) -> torch.Tensor | None:
+        """The prediction for one image drawn over it: `image` uint8 [3, H, W], `pred` one
+        element of `predict`'s output; returns uint8 [3, H', W'] (any size, the same for
+        every image), or None when the task has no overlay."""
+        return None

@@ -76,3 +76,145 @@ class DetectionData:
     def collate(self, batch):
         images, targets = zip(*batch, strict=True)
         return torch.stack(images), list(targets)
+
+
+# ---- the TaskSpec --------------------------------------------------------------------
+from functools import partial  # noqa: E402
+
+import torchmetrics  # noqa: E402
+from torch import nn  # noqa: E402
+from torchmetrics.detection import MeanAveragePrecision  # noqa: E402
+from torchvision.models import detection as tvd  # noqa: E402
+from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: E402
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone  # noqa: E402
+from torchvision.models.detection.transform import GeneralizedRCNNTransform  # noqa: E402
+from torchvision.ops import MultiScaleRoIAlign  # noqa: E402
+
+from components.tasks.base import TaskSpec  # noqa: E402
+from components.tasks.nets import SmallDetectionBody  # noqa: E402
+
+OVERLAY_SCORE = 0.5  # boxes drawn on overlays; metrics and serving keep every box
+
+
+class InputAsIs(GeneralizedRCNNTransform):
+    """The datamodule already resized to image_size and normalised to [-1, 1]: torchvision's
+    detector transform must neither resize again (its min_size default is 800 px) nor
+    re-normalise with ImageNet statistics. It still pads the batch to a multiple of 32."""
+
+    def __init__(self) -> None:
+        super().__init__(min_size=1, max_size=1, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])
+
+    def resize(self, image, target=None):
+        return image, target
+
+
+def _as_is(builder, **kw) -> nn.Module:
+    """A detector whose input transform is InputAsIs (no resize, no re-normalisation)."""
+    model = builder(**kw)
+    model.transform = InputAsIs()
+    return model
+
+
+def _backbone(name: str) -> BackboneWithFPN:
+    """FPN backbone from scratch: 'small' (SmallDetectionBody) or a torchvision resnet.
+    Output levels '0', '1', '2' (strides 8, 16, 32) and 'pool' (stride 64)."""
+    if name == "small":
+        body = SmallDetectionBody()
+        return BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"}, list(body.channels), 64)
+    return resnet_fpn_backbone(backbone_name=name, weights=None, trainable_layers=5, returned_layers=[2, 3, 4])
+
+
+def _custom(detector: str, backbone: str, num_classes: int) -> nn.Module:
+    """`detector` (fcos | retinanet | fasterrcnn) on `backbone` with anchors for small objects."""
+    fpn = _backbone(backbone)
+    sizes = (8, 16, 32, 64)  # one anchor size per level (stride-sized, as FCOS expects)
+    if detector == "fcos":
+        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((1.0,),) * 4)
+        model = tvd.FCOS(fpn, num_classes, anchor_generator=anchors, score_thresh=0.05, detections_per_img=50)
+    elif detector == "retinanet":
+        anchors = AnchorGenerator(tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in sizes), ((0.5, 1.0, 2.0),) * 4)
+        model = tvd.RetinaNet(fpn, num_classes, anchor_generator=anchors, detections_per_img=50)
+    else:
+        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * 4)
+        pooler = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
+        model = tvd.FasterRCNN(fpn, num_classes, rpn_anchor_generator=anchors, box_roi_pool=pooler, box_detections_per_img=50)
+    model.transform = InputAsIs()
+    return model
+
+
+def _zoo() -> dict[str, Any]:
+    zoo: dict[str, Any] = {}
+    for detector in ("fcos", "retinanet", "fasterrcnn"):  # '<detector>_<backbone>': configurable backbone
+        for backbone in ("small", "resnet18", "resnet34", "resnet50"):
+            zoo[f"{detector}_{backbone}"] = partial(_custom, detector, backbone)
+    none = {"weights": None, "weights_backbone": None}
+    for name in ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2",
+                 "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large"):
+        zoo[name] = partial(_as_is, getattr(tvd, name), **none)
+    return zoo
+
+
+def _plain(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """tv_tensors -> plain tensors on `device` (torchvision's detectors and torchmetrics)."""
+    return [{"boxes": t["boxes"].as_subclass(torch.Tensor).to(device), "labels": t["labels"].to(device)} for t in targets]
+
+
+class DetectionMAP(MeanAveragePrecision):
+    """COCO mAP (faster-coco-eval backend) taking this task's predictions and targets."""
+
+    def update(self, preds: list[dict[str, torch.Tensor]], target: list[dict[str, Any]]) -> None:
+        device = self.device
+        preds = [{k: p[k].to(device) for k in ("boxes", "scores", "labels")} for p in preds]
+        super().update(preds, _plain(target, device))
+
+
+class DetectionTask(DetectionData, TaskSpec):
+    name = "detection"
+    monitor = "map_50"
+    models = _zoo()
+
+    def backbone_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        backbone = model.backbone
+        return list(getattr(backbone, "body", backbone).parameters())  # FPN and heads train fully
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: list[dict[str, Any]]) -> torch.Tensor:
+        losses = model(list(images), _plain(targets, images.device))  # train mode: a dict of losses
+        return sum(losses.values())
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Per image {"boxes": XYXY [K, 4] in input pixels, "scores": [K], "labels": [K]
+        (1..C)}, plus "canvas": (H, W) of the input, to scale boxes back for serving."""
+        out = model(list(images))
+        return [{**{k: v.detach() for k, v in o.items()}, "canvas": tuple(images.shape[-2:])} for o in out]
+
+    def format_predictions(self, preds, classes, sizes):
+        records = []
+        for pred, (width, height) in zip(preds, sizes, strict=True):
+            h, w = pred["canvas"]
+            scale = torch.tensor([width / w, height / h, width / w, height / h])
+            records.append({"detections": [
+                {"label": classes[int(label)], "score": round(float(score), 4), "box": [round(float(v), 2) for v in box * scale]}
+                for box, score, label in zip(pred["boxes"].cpu(), pred["scores"].cpu(), pred["labels"].cpu(), strict=True)
+            ]})
+        return records
+
+    def make_metric(self, num_classes: int) -> torchmetrics.Metric:
+        return DetectionMAP(box_format="xyxy", iou_type="bbox", class_metrics=True, backend="faster_coco_eval")
+
+    def summarize(self, computed: dict[str, torch.Tensor], classes: list[str]) -> dict[str, float]:
+        """map (@[.5:.95]), map_50, map_75, mar_100 and ap/<class> (classes with ground truth)."""
+        out = {k: float(computed[k]) for k in ("map", "map_50", "map_75", "mar_100")}
+        for cls, ap in zip(computed["classes"].reshape(-1).tolist(), computed["map_per_class"].reshape(-1).tolist(), strict=True):
+            if ap >= 0:  # -1: no ground truth of that class
+                out[f"ap/{classes[int(cls)]}"] = float(ap)
+        return out
+
+    def draw_prediction(self, image: torch.Tensor, pred: dict[str, torch.Tensor], classes: list[str]) -> torch.Tensor:
+        from components.evaluation.overlays import draw_boxes
+
+        keep = pred["scores"] >= OVERLAY_SCORE
+        ids = [int(i) for i in pred["labels"][keep]]
+        return draw_boxes(image, pred["boxes"][keep], [classes[i] for i in ids], pred["scores"][keep], ids)
+
+
+SPEC = DetectionTask()

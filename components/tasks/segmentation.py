@@ -60,3 +60,89 @@ class SegmentationData:
     def collate(self, batch):
         images, masks = zip(*batch, strict=True)
         return torch.stack(images), torch.stack([torch.as_tensor(m) for m in masks])
+
+
+# ---- the TaskSpec --------------------------------------------------------------------
+from functools import partial  # noqa: E402
+
+import torch.nn.functional as F  # noqa: E402
+import torchmetrics  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.models import segmentation as tvs  # noqa: E402
+
+from components.tasks.base import TaskSpec  # noqa: E402
+from components.tasks.nets import SmallUNet  # noqa: E402
+
+
+def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] logits; torchvision's segmentation models return {"out": ...}."""
+    out = model(images)
+    return out["out"] if isinstance(out, dict) else out
+
+
+def iou_and_dice(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class IoU and Dice [C] from a confusion matrix [C, C] (true class per row); NaN for
+    a class absent from both prediction and target, so means skip it."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    fp, fn = confusion.sum(dim=0) - tp, confusion.sum(dim=1) - tp
+    union = tp + fp + fn
+    nan = torch.full_like(tp, float("nan"))
+    iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
+    dice = torch.where(union > 0, 2 * tp / (2 * tp + fp + fn).clamp(min=1), nan)
+    return iou, dice
+
+
+class SegmentationTask(SegmentationData, TaskSpec):
+    name = "segmentation"
+    monitor = "miou"
+    models = {
+        "unet_small": SmallUNet,
+        "lraspp_mobilenet_v3_large": partial(tvs.lraspp_mobilenet_v3_large, weights=None, weights_backbone=None),
+        "deeplabv3_mobilenet_v3_large": partial(tvs.deeplabv3_mobilenet_v3_large, weights=None, weights_backbone=None, aux_loss=False),
+        "fcn_resnet50": partial(tvs.fcn_resnet50, weights=None, weights_backbone=None, aux_loss=False),
+    }
+
+    def label_summary(self, record: dict[str, Any]) -> str:
+        # the mask is the annotation; a per-class summary, when the data side gives one, wins
+        return super().label_summary(record) or f"mask:{record['mask']}"
+
+    def backbone_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        backbone = getattr(model, "backbone", None) or getattr(model, "encoder", None)
+        return list(backbone.parameters()) if backbone is not None else []
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Pixel cross-entropy; `targets` int64 [N, H, W], IGNORE_INDEX pixels count nowhere."""
+        return F.cross_entropy(_logits(model, images), targets.as_subclass(torch.Tensor), ignore_index=IGNORE_INDEX)
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Class index per pixel, int64 [N, H, W]."""
+        return _logits(model, images).argmax(dim=1).detach()
+
+    def format_predictions(self, preds, classes, sizes):
+        records = []
+        for mask, (width, height) in zip(preds.cpu(), sizes, strict=True):
+            mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
+            counts = torch.bincount(mask.flatten(), minlength=len(classes))
+            records.append({"mask": mask.tolist(), "pixels": {name: int(n) for name, n in zip(classes, counts, strict=True) if n}})
+        return records
+
+    def make_metric(self, num_classes: int) -> torchmetrics.Metric:
+        """A confusion matrix over pixels (IGNORE_INDEX skipped); summarize derives the rest."""
+        return torchmetrics.classification.MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=IGNORE_INDEX)
+
+    def summarize(self, computed: torch.Tensor, classes: list[str]) -> dict[str, float]:
+        """miou and dice: means over classes present in prediction or target (background
+        included); iou/<class> for those classes."""
+        iou, dice = iou_and_dice(computed)
+        out = {"miou": float(iou.nanmean()), "dice": float(dice.nanmean()), "pixel_accuracy": float(computed.diag().sum() / computed.sum().clamp(min=1))}
+        out.update({f"iou/{name}": float(v) for name, v in zip(classes, iou, strict=True) if not v.isnan()})
+        return out
+
+    def draw_prediction(self, image: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> torch.Tensor:
+        from components.evaluation.overlays import draw_mask
+
+        return draw_mask(image, pred, len(classes))
+
+
+SPEC = SegmentationTask()
