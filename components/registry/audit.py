@@ -61,7 +61,7 @@ def actor() -> str:
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)  # int from some stores
     except MlflowException:
         return None
 
@@ -77,6 +77,7 @@ def move_alias(client: MlflowClient, name: str, alias: str, version: str, what: 
     """Point `alias` at `version` and append the move to the audit trail. Call it while
     holding `registry_lock`: the sequence number is read then written."""
     previous = alias_version(client, name, alias)
+    version = str(version)
     client.set_registered_model_alias(name, alias, version)
     seq = len(history(client, name)) + 1
     entry = {"seq": seq, "time": datetime.now(UTC).isoformat(timespec="seconds"), "who": actor(), "what": what,

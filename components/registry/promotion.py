@@ -91,7 +91,7 @@ def promote(client: MlflowClient, tracking_uri: str, gate: GateConfig, c: Candid
     while True:
         with registry_lock(tracking_uri):
             if version is None:
-                version = mlflow.register_model(c.model_uri, c.name, tags=c.tags).version
+                version = str(mlflow.register_model(c.model_uri, c.name, tags=c.tags).version)
             current = alias_version(client, c.name, CHAMPION)
             if current == against:  # compare-and-set: the verdict is against today's champion
                 _tag_verdict(client, c, version, verdict)
