@@ -19,6 +19,9 @@ examples:
                                               overrides become a named DVC experiment
   cvops stage train --task classification     one DVC stage's command (what dvc.yaml calls)
   dvc repro                                   the same pipeline without Prefect
+  cvops history classification                who moved @champion / @challenger, when, why
+  cvops rollback classification [--to 3]      @champion back to an earlier blessed version
+  cvops predict classification a.png b.png    the champion's predictions and overlays
 """
 
 

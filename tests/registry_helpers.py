@@ -4,10 +4,12 @@ candidates that are untrained models logged as the real pyfunc (no training need
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
 import torch
 import yaml
 
@@ -30,15 +32,22 @@ class LoggedCandidate:
 
 
 def make_registry_workspace(tmp_path: Path, task: str, monkeypatch) -> Path:
-    """tmp_path/ws with this project's params (tiny data), the task's data prepared, as cwd."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    params = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    monkeypatch.chdir(ws)
+    """tmp_path/ws with this project's params (tiny data), the task's data prepared and an
+    empty MLflow store, as cwd. Data and store are built once per session and copied."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    prepare.run(load_params(), task)
+    template = tmp_path.parent / f"registry-template-{task}"  # the session's pytest base dir
+    if not (template / "mlruns.db").exists():
+        template.mkdir(exist_ok=True)
+        params = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+        (template / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        monkeypatch.chdir(template)
+        prepare.run(load_params(), task)
+        # the schema migrations take seconds; the experiment keeps artifacts per workspace
+        MlflowClient(f"sqlite:///{template / 'mlruns.db'}").search_experiments()
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws)
+    monkeypatch.chdir(ws)
     return ws
 
 
