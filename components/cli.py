@@ -92,19 +92,13 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry(command: str, args: argparse.Namespace) -> int:
+def _registry(args: argparse.Namespace, command: Callable) -> int:
+    """Run a registry command (components/registry/commands.py) and print what it returns."""
     from components.config import load_params
-    from components.registry import commands
     from components.registry.rollback import RollbackError
 
-    params = load_params(args.params)
     try:
-        if command == "history":
-            print(commands.history_command(params, args.task, args.json))
-        elif command == "rollback":
-            print(commands.rollback_command(params, args.task, args.to))
-        else:
-            print(commands.predict_command(params, args.task, args.images, args.out, args.alias))
+        print(command(load_params(args.params)))
     except RollbackError as exc:
         print(f"cvops: rollback refused: {exc}", file=sys.stderr)
         return 1
@@ -112,15 +106,21 @@ def _registry(command: str, args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    return _registry("history", args)
+    from components.registry.commands import history_command
+
+    return _registry(args, lambda params: history_command(params, args.task, args.json))
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    return _registry("rollback", args)
+    from components.registry.commands import rollback_command
+
+    return _registry(args, lambda params: rollback_command(params, args.task, args.to))
 
 
 def _predict(args: argparse.Namespace) -> int:
-    return _registry("predict", args)
+    from components.registry.commands import predict_command
+
+    return _registry(args, lambda params: predict_command(params, args.task, args.images, args.out, args.alias))
 
 
 def _exit_codes() -> dict[type, int]:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow import MlflowClient
 import torch
 import yaml
+from mlflow import MlflowClient
 
 from components import prepare, tracking
 from components.config import load_params

@@ -19,7 +19,13 @@ from components.cli import main
 from components.config import ConfigError
 from components.registry.audit import alias_version
 from components.tasks import TASKS
-from tests.registry_helpers import log_candidate, make_registry_workspace, promote_candidate, set_gate, split_images
+from tests.registry_helpers import (
+    log_candidate,
+    make_registry_workspace,
+    promote_candidate,
+    set_gate,
+    split_images,
+)
 
 pytestmark = pytest.mark.parametrize("task", list(TASKS))
 

@@ -20,7 +20,13 @@ import pytest
 
 from components.tasks import TASKS
 from tests.conftest import BIN, stage_env
-from tests.registry_helpers import log_candidate, make_registry_workspace, promote_candidate, set_gate, split_images
+from tests.registry_helpers import (
+    log_candidate,
+    make_registry_workspace,
+    promote_candidate,
+    set_gate,
+    split_images,
+)
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+
 import mlflow
 import numpy as np
 import pandas as pd

@@ -40,10 +40,7 @@ def rollback(client: MlflowClient, tracking_uri: str, name: str, to: str | None 
     """Point @champion at `to` (default: the newest blessed version older than the current
     champion). Returns the audit entry."""
     with registry_lock(tracking_uri):  # same lock as promotions: no move is lost or interleaved
-        try:
-            current = alias_version(client, name, CHAMPION)
-        except MlflowException:
-            current = None
+        current = alias_version(client, name, CHAMPION)
         target = _target(client, name, current, to)
         if target == current:
             raise RollbackError(f"{name}@champion is already v{target}")
