@@ -1,7 +1,7 @@
 """The audit trail of alias moves, kept in the registry itself, and the registry lock.
 
-Each alias move is one registered-model tag `cvops.audit.<seq:06d>` whose value is a JSON
-entry {seq, time, who, what, alias, from, to, verdict, reason}; tags travel with the
+Each alias move is one registered-model tag `cvops.audit.<seq:06d>.<random>` whose value
+is a JSON entry {seq, time, who, what, alias, from, to, verdict, reason}; tags travel with the
 registered model (any MLflow store, the UI shows them) and appending one never rewrites
 another, so no entry is lost to a read-modify-write race.
 
@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -82,7 +83,8 @@ def move_alias(client: MlflowClient, name: str, alias: str, version: str, what: 
     seq = len(history(client, name)) + 1
     entry = {"seq": seq, "time": datetime.now(UTC).isoformat(timespec="seconds"), "who": actor(), "what": what,
              "alias": alias, "from": previous, "to": version, "verdict": verdict, "reason": reason[:500]}
-    client.set_registered_model_tag(name, f"{AUDIT_PREFIX}{seq:06d}", json.dumps(entry))
+    # the random suffix keeps an entry even if an unlocked writer picked the same seq
+    client.set_registered_model_tag(name, f"{AUDIT_PREFIX}{seq:06d}.{uuid.uuid4().hex[:8]}", json.dumps(entry))
     return entry
 
 
