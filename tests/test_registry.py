@@ -56,6 +56,9 @@ def test_gate_promotes_rejects_and_rolls_back(task, tmp_path, monkeypatch, capsy
     assert v1["passed"] and v1["baseline_version"] is None
     assert [c["metric"] for c in v1["checks"]] == [monitor]
     assert alias_version(client, name, "champion") == v1["version"] == "1"
+    tags = client.get_model_version(name, "1").tags
+    assert tags["cvops.mlflow_run_id"] == first.run_id and tags["cvops.task"] == task
+    assert tags["cvops.params_hash"] and tags["cvops.version.torch"] and tags["cvops.git_dirty"] in ("true", "false")
 
     worse = log_candidate(ws, task, seed=1, metrics={**first.metrics, monitor: first.metrics[monitor] - 0.05})
     v2 = promote_candidate(ws, task, worse)
