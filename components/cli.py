@@ -19,6 +19,9 @@ examples:
                                               overrides become a named DVC experiment
   cvops stage train --task classification     one DVC stage's command (what dvc.yaml calls)
   dvc repro                                   the same pipeline without Prefect
+  cvops history classification                who moved @champion / @challenger, when, why
+  cvops rollback classification [--to 3]      @champion back to an earlier blessed version
+  cvops predict classification a.png b.png    the champion's predictions and overlays
 """
 
 
@@ -89,6 +92,37 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace, command: Callable) -> int:
+    """Run a registry command (components/registry/commands.py) and print what it returns."""
+    from components.config import load_params
+    from components.registry.rollback import RollbackError
+
+    try:
+        print(command(load_params(args.params)))
+    except RollbackError as exc:
+        print(f"cvops: rollback refused: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from components.registry.commands import history_command
+
+    return _registry(args, lambda params: history_command(params, args.task, args.json))
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from components.registry.commands import rollback_command
+
+    return _registry(args, lambda params: rollback_command(params, args.task, args.to))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from components.registry.commands import predict_command
+
+    return _registry(args, lambda params: predict_command(params, args.task, args.images, args.out, args.alias))
+
+
 def _exit_codes() -> dict[type, int]:
     """Exit codes the flow reads to decide on retries: 2 and 3 are never retried."""
     from components.validate import DataContractError
@@ -122,6 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sub.add_parser("tasks", help="list the registered tasks and their models")
     tasks.set_defaults(func=_tasks)
+
+    history = sub.add_parser("history", help="print the audit trail of a task's model aliases",
+                             description="Every move of @champion and @challenger of cvops-<TASK> (who, what, "
+                             "when, from, to, gate verdict), oldest first, as kept in the MLflow registry.")
+    history.add_argument("task", help="task name, a section of params.yaml's `tasks`")
+    history.add_argument("--json", action="store_true", help="print the entries as JSON")
+    history.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    history.set_defaults(func=_history)
+
+    rollback = sub.add_parser("rollback", help="move a task's @champion back to an earlier blessed version",
+                              description="Point cvops-<TASK>@champion at an earlier version that passed the "
+                              "gate (default: the newest blessed version older than the current champion). "
+                              "The move is appended to the audit trail (`cvops history TASK`).")
+    rollback.add_argument("task", help="task name, a section of params.yaml's `tasks`")
+    rollback.add_argument("--to", metavar="VERSION", help="the version to make champion (must have passed the gate)")
+    rollback.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    rollback.set_defaults(func=_rollback)
+
+    predict = sub.add_parser("predict", help="predict images with a task's @champion; writes JSON and overlays",
+                             description="Run cvops-<TASK>@champion (through its MLflow pyfunc, as served) on "
+                             "image files; writes predictions.json and one <image>.overlay.png per image.")
+    predict.add_argument("task", help="task name, a section of params.yaml's `tasks`")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("--out", metavar="DIR", help="output folder (default: predictions/<TASK>)")
+    predict.add_argument("--alias", default="champion", help="registry alias to use (default: champion)")
+    predict.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    predict.set_defaults(func=_predict)
     return parser
 
 

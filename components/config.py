@@ -88,9 +88,33 @@ class Threshold(Strict):
         return self
 
 
+class ChangeThreshold(Strict):
+    """A change against the current @champion, re-evaluated on the same test data.
+
+    The change is measured in `direction` (higher: candidate - champion; lower: champion -
+    candidate), so a positive change is an improvement. `min_delta: 0.01` asks for at least
+    +0.01; `min_delta: -0.005` tolerates a regression of up to 0.005. `min_relative_delta`
+    is the same change divided by |champion value|.
+    """
+
+    metric: str
+    direction: Literal["higher", "lower"]
+    min_delta: float | None = None
+    min_relative_delta: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ChangeThreshold:
+        if self.min_delta is None and self.min_relative_delta is None:
+            raise ValueError(f"change threshold on '{self.metric}' needs 'min_delta' or 'min_relative_delta'")
+        return self
+
+
 class GateConfig(Strict):
-    cold_start: Literal["promote", "refuse"] = "promote"
+    cold_start: Literal["promote", "refuse"] = Field(
+        "promote", description="no champion yet: promote on value thresholds only, or refuse"
+    )
     thresholds: list[Threshold] = []
+    changes: list[ChangeThreshold] = Field([], description="checks against the current @champion")
 
 
 class ContractConfig(Strict):

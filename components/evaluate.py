@@ -4,6 +4,7 @@ plots (DVC plots), and both logged to the training's MLflow run."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -30,6 +31,18 @@ def evaluate_model(model: torch.nn.Module, data: CVDataModule, split: str = "tes
     return metric
 
 
+def metrics_on_test_split(model: torch.nn.Module, meta: dict[str, Any], data_dir: Path, batch_size: int,
+                 source: str = "the model") -> tuple[dict[str, float], Any, CVDataModule]:
+    """Flat metrics of a model on the test split of `data_dir` (the gate re-evaluates the
+    champion with this too), with the metric state and the data for plots."""
+    spec = get_task(meta["task"])
+    data = CVDataModule(data_dir, spec, meta["image_size"], batch_size)
+    if data.classes != meta["classes"]:
+        raise ValueError(f"{source} was trained on classes {meta['classes']} but {data_dir} declares {data.classes}: rerun the train stage")
+    metric = evaluate_model(model, data)
+    return spec.summarize(metric.compute(), data.classes), metric, data
+
+
 @torch.no_grad()
 def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int = OVERLAY_IMAGES) -> Path | None:
     """The task's drawing of its predictions on the first `count` test images (a fixed
@@ -48,11 +61,7 @@ def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int =
 def run(params: Params, task: str) -> dict[str, float]:
     cfg, paths, spec = params.task(task), StagePaths(task), get_task(task)
     model, meta = load_checkpoint(paths.model)
-    data = CVDataModule(paths.data, spec, meta["image_size"], cfg.train.batch_size)
-    if data.classes != meta["classes"]:
-        raise ValueError(f"{paths.model} was trained on classes {meta['classes']} but {paths.data} declares {data.classes}: rerun the train stage")
-    metric = evaluate_model(model, data)
-    metrics = spec.summarize(metric.compute(), data.classes)
+    metrics, metric, data = metrics_on_test_split(model, meta, paths.data, cfg.train.batch_size, str(paths.model))
     plots = spec.plots(metric, data.classes, paths.evaluation)
     overlay = overlays(model, data, paths.evaluation / "predictions.png")
 

@@ -78,6 +78,12 @@ def _mlflow_link(run_id: str) -> str:
     return f"`{run_id}` (open with `mlflow ui --backend-store-uri sqlite:///mlruns.db`)"
 
 
+def _against(verdict: dict[str, Any]) -> str:
+    base = verdict.get("baseline_version")
+    return f"Checked against `@champion` v{base}, re-evaluated on the same test data." if base else (
+        "Cold start (no champion): value thresholds only.")
+
+
 @task(name="report")
 def report(root: str, task_name: str) -> dict[str, Any]:
     """Publish the task's metrics and gate verdict as a Prefect markdown artifact."""
@@ -89,7 +95,7 @@ def report(root: str, task_name: str) -> dict[str, Any]:
         f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}")
     markdown = (
         f"# {task_name}\n\nCandidate `{verdict['model']}` version {verdict['version']}: {outcome}.\n\n"
-        f"MLflow run: {_mlflow_link(verdict['run_id'])}\n\n## Gate\n\n{checks_table(verdict['checks'])}\n\n"
+        f"MLflow run: {_mlflow_link(verdict['run_id'])}\n\n## Gate\n\n{_against(verdict)}\n\n{checks_table(verdict['checks'])}\n\n"
         f"## Test metrics\n\n| metric | value |\n|---|---|\n{rows}\n"
     )
     create_markdown_artifact(markdown=markdown, key=f"cvops-{task_name.replace('_', '-')}", description=f"{task_name}: metrics and gate verdict")

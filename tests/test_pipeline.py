@@ -58,7 +58,7 @@ def test_repro_tracks_runs_and_promotes_a_champion(built_workspace):
     assert champion.tags["cvops.data_hash"] == data_md5
     assert champion.tags["cvops.git_commit"] and champion.tags["cvops.gate.passed"] == "true"
     verdict = json.loads((ws / "reports" / TASK / "gate.json").read_text())
-    assert verdict["passed"] and verdict["version"] == champion.version
+    assert verdict["passed"] and verdict["version"] == str(champion.version)  # the SQLite store answers ints
     metrics = json.loads((ws / "reports" / TASK / "metrics.json").read_text())
     assert train_run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
     assert (ws / "reports" / TASK / "evaluation" / "confusion_matrix.png").stat().st_size > 0
@@ -140,7 +140,7 @@ def test_changing_the_gate_reruns_only_promote(built_workspace):
     assert not verdict["passed"] and "accuracy" in verdict["reason"]
     client = client_for(ws)
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion_before
-    assert client.get_model_version_by_alias(MODEL, "challenger").version == verdict["version"]
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == verdict["version"]
 
 
 def test_changing_a_training_param_reruns_train_and_downstream_only(built_workspace):

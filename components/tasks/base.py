@@ -126,3 +126,16 @@ class TaskSpec(ABC):
         element of `predict`'s output; returns uint8 [3, H', W'] (any size, the same for
         every image), or None when the task has no overlay."""
         return None
+
+    # ---- serving ----------------------------------------------------------------------
+    def overlay(self, image: Any, record: dict[str, Any]) -> Any:
+        """A PIL image of the prediction `record` (from format_predictions) drawn on `image`
+        (PIL, original size), for `cvops predict`. Default: upscaled image with a caption of
+        the record's `label` and `score`; tasks with boxes or masks draw those."""
+        from PIL import ImageDraw
+
+        scale = max(1, 256 // max(image.size))
+        canvas = image.resize((image.width * scale, image.height * scale))
+        caption = " ".join(str(record[k]) if k != "score" else f"{record[k]:.2f}" for k in ("label", "score") if k in record)
+        ImageDraw.Draw(canvas).text((4, 4), caption, fill=(255, 255, 0))
+        return canvas

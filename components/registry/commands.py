@@ -1,0 +1,48 @@
+"""What `cvops history`, `cvops rollback` and `cvops predict` do (cli.py only parses)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from components import tracking
+from components.config import ConfigError, Params
+from components.registry.audit import format_history, history
+from components.registry.predict import predict_files
+from components.registry.rollback import rollback
+
+
+def _client(params: Params, task: str) -> tuple[MlflowClient, str, str]:
+    params.task(task)  # an unknown task is a configuration error
+    uri = tracking.tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    client, name = MlflowClient(uri), tracking.model_name(params, task)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise ConfigError(f"{uri} has no registered model {name}: run the pipeline (cvops run) first") from None
+    return client, name, uri
+
+
+def history_command(params: Params, task: str, as_json: bool = False) -> str:
+    client, name, _ = _client(params, task)
+    entries = history(client, name)
+    return json.dumps(entries, indent=2) if as_json else format_history(name, entries)
+
+
+def rollback_command(params: Params, task: str, to: str | None) -> str:
+    client, name, uri = _client(params, task)
+    entry = rollback(client, uri, name, to)
+    return f"{name}@champion: v{entry['from']} -> v{entry['to']} (audit entry {entry['seq']})"
+
+
+def predict_command(params: Params, task: str, images: list[str], out: str | None, alias: str) -> str:
+    _, name, _ = _client(params, task)
+    out_dir = Path(out or Path("predictions") / task)
+    records = predict_files(task, name, [Path(p) for p in images], out_dir, alias)
+    lines = [f"{r['image']}: " + ", ".join(f"{k}={v}" for k, v in r.items() if k in ("label", "score")) for r in records]
+    return "\n".join([*lines, f"{len(records)} prediction(s) of {name}@{alias} -> {out_dir}/predictions.json, overlays in {out_dir}/"])

@@ -1,0 +1,126 @@
+"""The promotion gate, audit trail and rollback on a real MLflow registry (SQLite), for
+every registered task.
+
+Candidates are untrained models (random weights, no training): a real checkpoint logged as
+the real pyfunc in a real run. The promote stage re-evaluates the champion on the test
+split for the change checks; a candidate's own metrics JSON is the evaluate stage's output,
+here the model's real test metrics, shifted where a test needs a better or worse candidate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from components.cli import main
+from components.config import ConfigError
+from components.registry.audit import alias_version
+from components.tasks import TASKS
+from tests.registry_helpers import (
+    log_candidate,
+    make_registry_workspace,
+    promote_candidate,
+    set_gate,
+    split_images,
+)
+
+pytestmark = pytest.mark.parametrize("task", list(TASKS))
+
+
+def gate_for(task: str, min_delta: float = 0.0) -> dict:
+    monitor = TASKS[task].monitor
+    return {"cold_start": "promote", "thresholds": [{"metric": monitor, "min": 0.0}],
+            "changes": [{"metric": monitor, "direction": "higher", "min_delta": min_delta}]}
+
+
+def store(ws: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{ws / 'mlruns.db'}")
+
+
+def verdict_of(client: MlflowClient, name: str, version: str) -> dict:
+    tags = client.get_model_version(name, version).tags
+    return {"passed": tags["cvops.gate.passed"], "baseline": tags["cvops.gate.baseline_version"],
+            "checks": json.loads(tags["cvops.gate.checks"])}
+
+
+def test_gate_promotes_rejects_and_rolls_back(task, tmp_path, monkeypatch, capsys):
+    ws = make_registry_workspace(tmp_path, task, monkeypatch)
+    set_gate(ws, task, gate_for(task))
+    client, name, monitor = store(ws), f"cvops-{task}", TASKS[task].monitor
+
+    first = log_candidate(ws, task, seed=0)
+    v1 = promote_candidate(ws, task, first)  # cold start: value thresholds only
+    assert v1["passed"] and v1["baseline_version"] is None
+    assert [c["metric"] for c in v1["checks"]] == [monitor]
+    assert alias_version(client, name, "champion") == v1["version"] == "1"
+    tags = client.get_model_version(name, "1").tags
+    assert tags["cvops.mlflow_run_id"] == first.run_id and tags["cvops.task"] == task
+    assert tags["cvops.params_hash"] and tags["cvops.version.torch"] and tags["cvops.git_dirty"] in ("true", "false")
+
+    worse = log_candidate(ws, task, seed=1, metrics={**first.metrics, monitor: first.metrics[monitor] - 0.05})
+    v2 = promote_candidate(ws, task, worse)
+    assert not v2["passed"] and v2["reason"] == f"failed checks: {monitor}"
+    change = v2["checks"][1]
+    # the champion was re-evaluated by the same code on the same test split
+    assert change["baseline"] == pytest.approx(first.metrics[monitor], abs=1e-6) and not change["passed"]
+    assert alias_version(client, name, "champion") == "1"
+    assert alias_version(client, name, "challenger") == "2"
+    assert verdict_of(client, name, "2")["passed"] == "false"
+    assert "Promotion gate" in client.get_model_version(name, "2").description
+
+    better = log_candidate(ws, task, seed=2, metrics={**first.metrics, monitor: first.metrics[monitor] + 0.05})
+    v3 = promote_candidate(ws, task, better)
+    assert v3["passed"] and v3["baseline_version"] == "1" and v3["previous_champion"] == "1"
+    assert alias_version(client, name, "champion") == "3"
+
+    missing = log_candidate(ws, task, seed=3, metrics={k: v for k, v in first.metrics.items() if k != monitor})
+    v4 = promote_candidate(ws, task, missing)
+    assert not v4["passed"] and all(c["value"] is None and not c["passed"] for c in v4["checks"])
+    assert alias_version(client, name, "champion") == "3"
+
+    assert main(["rollback", task]) == 0
+    assert alias_version(client, name, "champion") == "1"
+    assert main(["rollback", task, "--to", "2"]) == 1, "a version that failed the gate cannot be champion"
+    capsys.readouterr()
+    assert main(["history", task, "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    champion_moves = [(e["what"], e["from"], e["to"]) for e in entries if e["alias"] == "champion"]
+    assert champion_moves == [("promote", None, "1"), ("promote", "1", "3"), ("rollback", "3", "1")]
+    assert [e["to"] for e in entries if e["alias"] == "challenger"] == ["1", "2", "3", "4"]
+    assert main(["history", task]) == 0 and "rollback" in capsys.readouterr().out
+
+
+def test_no_thresholds_is_an_error_before_anything_is_registered(task, tmp_path, monkeypatch):
+    ws = make_registry_workspace(tmp_path, task, monkeypatch)
+    set_gate(ws, task, {"cold_start": "promote", "thresholds": []})
+    candidate = log_candidate(ws, task, seed=0)
+    with pytest.raises(ConfigError, match=f"tasks.{task}.gate.thresholds is empty"):
+        promote_candidate(ws, task, candidate)
+    assert store(ws).search_registered_models() == []
+    assert not (ws / "reports" / task / "gate.json").exists()
+
+
+def test_cold_start_refuse_registers_but_does_not_promote(task, tmp_path, monkeypatch):
+    ws = make_registry_workspace(tmp_path, task, monkeypatch)
+    set_gate(ws, task, {**gate_for(task), "cold_start": "refuse"})
+    verdict = promote_candidate(ws, task, log_candidate(ws, task, seed=0))
+    assert not verdict["passed"] and "cold_start" in verdict["reason"]
+    client = store(ws)
+    assert alias_version(client, f"cvops-{task}", "challenger") == "1"
+    assert not any(mv.aliases and "champion" in mv.aliases for mv in client.search_model_versions(f"name='cvops-{task}'"))
+
+
+def test_predict_writes_predictions_and_overlays(task, tmp_path, monkeypatch):
+    ws = make_registry_workspace(tmp_path, task, monkeypatch)
+    set_gate(ws, task, gate_for(task))
+    promote_candidate(ws, task, log_candidate(ws, task, seed=0))
+    images = split_images(ws, task, 2)
+    assert main(["predict", task, *map(str, images), "--out", "preds"]) == 0
+    records = json.loads(Path("preds/predictions.json").read_text())
+    assert [r["image"] for r in records] == [str(p) for p in images]
+    assert all((ws / "preds" / f"{p.stem}.overlay.png").stat().st_size > 0 for p in images)
+    assert set(records[0]) > {"image"}, "each record holds the task's prediction fields"
