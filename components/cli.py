@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from components.config import ConfigError
 
-STAGES = ("prepare", "validate", "train", "evaluate", "promote")
+STAGES = ("prepare", "validate", "tune", "train", "evaluate", "promote")
 
 EPILOG = """\
 examples:
