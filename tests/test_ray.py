@@ -83,7 +83,7 @@ def test_two_workers_train_on_two_nodes(workspace, two_node_cluster, tmp_path):
     finally:
         set_param(ws, "ray.shared_data_dir", None)
     text = output.stdout + output.stderr
-    workers = {int(m[1]): (m[3], m[4]) for m in WORKER_LINE.findall(text)}
+    workers = {int(rank): (node, data) for rank, _, node, data in WORKER_LINE.findall(text)}
     assert sorted(workers) == [0, 1], text[-3000:]
     assert workers[0][0] != workers[1][0], f"both workers on node {workers[0][0]}: not spread over the 2 nodes"
     assert all(Path(data).parent == tmp_path / "shared" for _, data in workers.values()), "read from the staged copy"
