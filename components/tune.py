@@ -51,20 +51,21 @@ def search_space(cfg: TaskConfig) -> dict[str, Any]:
             for key, dim in cfg.tune.search_space.items()}
 
 
-def trial(config: dict[str, Any], params_json: str, task: str) -> None:
+def trial(config: dict[str, Any], worker: dict[str, Any], params_json: str) -> None:
     """A Tune function trainable: one Train run of the sampled config; each epoch's
-    report reaches Tune (and ASHA) through TuneReportCallback."""
+    report reaches Tune (and ASHA) through TuneReportCallback. `worker` is the train
+    stage's worker config, built on the driver (paths absolute: a trial actor runs in
+    its trial directory)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from components import train
 
-    params = Params.model_validate_json(params_json)
-    cfg = apply_overrides(params.task(task), config)
-    cfg = apply_overrides(cfg, {"train.epochs": cfg.tune.epochs or cfg.train.epochs})
-    worker = train.worker_config(params, task, cfg, ray_cluster.use_gpu(params), run_id=None)
-    name = f"{task}-trial-{tune.get_context().get_trial_id()}"
-    train.build_trainer(params, worker, name, max_failures=0, callbacks=[TuneReportCallback()]).fit()
+    sampled = apply_overrides(TaskConfig(model=worker["model"], train=worker["train"]), config)
+    worker = {**worker, "model": sampled.model.model_dump(), "train": sampled.train.model_dump()}
+    name = f"{worker['task']}-trial-{tune.get_context().get_trial_id()}"
+    train.build_trainer(Params.model_validate_json(params_json), worker, name, max_failures=0,
+                        callbacks=[TuneReportCallback()]).fit()
 
 
 def run(params: Params, task: str) -> Path:
@@ -102,7 +103,10 @@ def _search(params: Params, task: str, metric: str, parent_run_id: str, experime
 
     cfg = params.task(task).tune
     max_t = cfg.epochs or params.task(task).train.epochs
-    trainable = tune.with_parameters(trial, params_json=params.model_dump_json(), task=task)
+    params = params.model_copy(update={"ray": params.ray.model_copy(update={"storage_path": train.storage_path(params)})})
+    base = apply_overrides(params.task(task), {"train.epochs": max_t})
+    worker = train.worker_config(params, task, base, ray_cluster.use_gpu(params), run_id=None)
+    trainable = tune.with_parameters(trial, worker=worker, params_json=params.model_dump_json())
     tuner = tune.Tuner(
         # 0 CPU for the trial actor, so the Train workers of a trial get the CPUs; {"cpu": 0}
         # alone is rejected ("empty head bundle"), hence a little memory
@@ -115,7 +119,7 @@ def _search(params: Params, task: str, metric: str, parent_run_id: str, experime
                                     grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor),
         ),
         run_config=tune.RunConfig(
-            storage_path=train.storage_path(params), name=f"{task}-tune-{parent_run_id[:8]}",
+            storage_path=params.ray.storage_path, name=f"{task}-tune-{parent_run_id[:8]}",
             callbacks=[MlflowTrials(tracking.tracking_uri(params), experiment_id, parent_run_id, task, max_t),
                        OrphanPlacementGroupReaper()],
         ),
