@@ -34,6 +34,7 @@ test-slow: install  ## full-quality runs (minutes each)
 
 bench: install  ## CPU benchmarks; results are written to benchmarks/
 	$(RUN) pytest -m bench -s
+	$(RUN) python benchmarks/ray_train.py
 
 lint: install  ## ruff
 	$(RUN) ruff check components flows tests

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from components.config import ConfigError
 
-STAGES = ("prepare", "validate", "train", "evaluate", "promote")
+STAGES = ("prepare", "validate", "tune", "train", "evaluate", "promote")
 
 EPILOG = """\
 examples:
@@ -18,6 +18,8 @@ examples:
   cvops run --set tasks.classification.train.epochs=3
                                               overrides become a named DVC experiment
   cvops stage train --task classification     one DVC stage's command (what dvc.yaml calls)
+  cvops submit train --task classification --address http://HEAD:8265
+                                              the same stage as a Ray Job on a cluster
   dvc repro                                   the same pipeline without Prefect
   cvops history classification                who moved @champion / @challenger, when, why
   cvops rollback classification [--to 3]      @champion back to an earlier blessed version
@@ -82,6 +84,12 @@ def print_where_to_look(tasks: list[str] | None) -> None:
     if Path(".venv").exists():
         lines.append("  (commands above run inside the project environment: prefix them with `uv run`)")
     print("\n".join(lines))
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from components.submit import submit
+
+    return submit(args.name, args.task, args.address, args.dry_run)
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -153,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--task", required=True, help="task name, a section of params.yaml's `tasks`")
     stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     stage.set_defaults(func=_stage)
+
+    submit = sub.add_parser("submit", help="run one stage as a Ray Job on a cluster (ray job submit)",
+                            description="Submit `cvops stage NAME --task TASK` as a Ray Job: this repository is "
+                            "the job's working directory. Needs the cluster's job server (dashboard, port 8265).")
+    submit.add_argument("name", choices=STAGES, help="the stage")
+    submit.add_argument("--task", required=True, help="task name, a section of params.yaml's `tasks`")
+    submit.add_argument("--address", help="job server, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS)")
+    submit.add_argument("--dry-run", action="store_true", help="print the `ray job submit` command only")
+    submit.set_defaults(func=_submit)
 
     tasks = sub.add_parser("tasks", help="list the registered tasks and their models")
     tasks.set_defaults(func=_tasks)

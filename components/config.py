@@ -137,12 +137,55 @@ class ContractConfig(Strict):
     skip: list[str] = Field([], description="rule names to remove from the suite (see the report)")
 
 
+class SearchDim(Strict):
+    """One hyperparameter of the tuning search space (a Ray Tune sampler)."""
+
+    type: Literal["loguniform", "uniform", "randint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchDim:
+        if self.type == "choice" and not self.values:
+            raise ValueError("a 'choice' dimension needs a non-empty 'values' list")
+        if self.type != "choice" and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError(f"a '{self.type}' dimension needs 'low' < 'high'")
+        return self
+
+
+class TuneConfig(Strict):
+    """The tune stage: Ray Tune (Optuna search, ASHA early stopping) over train/model keys."""
+
+    enabled: bool = Field(False, description="off: the stage writes no overrides and train uses params")
+    metric: str | None = Field(None, description="a reported metric, e.g. train/loss; null: val/<task monitor>")
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+    epochs: int | None = Field(None, ge=1, description="epochs per trial (ASHA max_t); null: train.epochs")
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before ASHA may stop it")
+    reduction_factor: int = Field(2, ge=2)
+    search_space: dict[str, SearchDim] = Field(
+        default_factory=dict, description="'train.<key>' or 'model.<key>' -> dimension"
+    )
+
+
 class TaskConfig(Strict):
     data: DataConfig = DataConfig()
     contract: ContractConfig = ContractConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
+    tune: TuneConfig = TuneConfig()
+
+    @model_validator(mode="after")
+    def _search_keys_exist(self) -> TaskConfig:
+        sections = {"train": TrainConfig, "model": ModelConfig}
+        for key in self.tune.search_space:
+            section, _, leaf = key.partition(".")
+            if section not in sections or leaf not in sections[section].model_fields:
+                raise ValueError(f"tune.search_space: '{key}' is not a train.<key> or model.<key> of the task config")
+        return self
 
 
 class RayConfig(Strict):
@@ -150,8 +193,19 @@ class RayConfig(Strict):
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1, gt=0)
     use_gpu: Literal["auto", True, False] = "auto"
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="extra Ray resources per worker, e.g. {GPU: 1, memory: 4e9}"
+    )
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="auto: bf16-mixed on GPU workers, 32-true on CPU"
+    )
     storage_path: str = "ray_results"
+    shared_data_dir: str | None = Field(
+        None, description="a path every node mounts (NFS): datasets are staged there for remote workers"
+    )
     max_failures: int = Field(0, ge=-1)
+    checkpoints_to_keep: int = Field(2, ge=1)
+    worker_start_timeout_s: float = Field(120, gt=0, description="fail, not hang, when workers cannot be placed")
 
 
 class TrackingConfig(Strict):

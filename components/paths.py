@@ -24,6 +24,10 @@ class StagePaths:
         return Path("reports") / self.task / "validation.json"
 
     @property
+    def tune_result(self) -> Path:  # tune's out: the best config, read by train
+        return Path("reports") / self.task / "tune.json"
+
+    @property
     def model_dir(self) -> Path:  # train's out
         return Path("models") / self.task
 

@@ -34,19 +34,53 @@ def connect(params: Params) -> tuple[bool, bool]:
     started_here = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or params.ray.address
-        runtime_env = {"env_vars": WORKER_ENV, "worker_process_setup_hook": quiet_worker_logs}
+        # the Train controller reads the start timeout: a run whose workers cannot be placed
+        # fails after it instead of waiting forever
+        env = {**WORKER_ENV, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(params.ray.worker_start_timeout_s)}
+        runtime_env = {"env_vars": env, "worker_process_setup_hook": quiet_worker_logs}
         if address:
             os.environ.setdefault("RAY_AUTH_MODE", "token")  # 2.60 clusters require the token
             ray.init(address=address, runtime_env=runtime_env)
         else:
             # "local": a fresh cluster for this stage, never one that `ray start` left running;
             # no cloud preemption to watch for on a local machine
-            runtime_env["env_vars"] = {**WORKER_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+            runtime_env["env_vars"] = {**env, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
             ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
             started_here = True
+    return use_gpu(params), started_here
+
+
+def use_gpu(params: Params) -> bool:
+    """`ray.use_gpu`, with auto meaning: GPU workers when the cluster has GPUs."""
+    import ray
+
     gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = bool(gpus) if params.ray.use_gpu == "auto" else bool(params.ray.use_gpu)
-    return use_gpu, started_here
+    return bool(gpus) if params.ray.use_gpu == "auto" else bool(params.ray.use_gpu)
+
+
+def dataset_root(params: Params, task_data: Path) -> str:
+    """The dataset path the workers read. Default: the driver's absolute path (one machine, or
+    every node mounting the repository at the same path). With `ray.shared_data_dir` (a path
+    all nodes mount, e.g. NFS), the dataset is copied there once per content version: the
+    directory name carries the manifest's hash (the manifest lists every image's sha256)."""
+    import hashlib
+    import shutil
+
+    if not params.ray.shared_data_dir:
+        return str(task_data.resolve())
+    manifest = task_data / "manifest.csv"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no manifest to version the dataset by; run the prepare stage first")
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12]
+    target = Path(params.ray.shared_data_dir).resolve() / f"{task_data.name}-{digest}"
+    if not target.is_dir():
+        staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.copytree(task_data, staging)
+        try:
+            staging.rename(target)  # atomic: a concurrent reader never sees half a dataset
+        except OSError:  # staged meanwhile by a concurrent stage: same content
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
 
 
 def shutdown() -> None:

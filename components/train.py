@@ -7,8 +7,10 @@ Only rank 0 talks to MLflow from inside the workers (SQLite takes one writer at 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 import warnings
 from importlib.metadata import version
@@ -21,7 +23,7 @@ import torch
 from mlflow.entities import Metric
 
 from components import ray_cluster, tracking
-from components.config import Params, params_hash
+from components.config import Params, TaskConfig, params_hash
 from components.data.datamodule import CVDataModule
 from components.inference import save_checkpoint
 from components.module import CVModule
@@ -33,25 +35,55 @@ SERVING_PACKAGES = ("torch", "torchvision", "mlflow", "pillow", "numpy", "pandas
 
 
 class EpochReport(L.Callback):
-    """One line per epoch a person can follow, and the epoch's metrics to MLflow (rank 0)."""
+    """One line per epoch a person can follow, and the epoch's metrics to MLflow (rank 0).
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    Also measures steady-state training throughput (images/s over all workers, training
+    batches only: from the epoch's start to its validation). `run_id` None (a tuning trial)
+    prints only: the Tune driver logs trials, as SQLite takes one writer at a time."""
+
+    def __init__(self, tracking_uri: str, run_id: str | None) -> None:
         self.tracking_uri, self.run_id, self.started = tracking_uri, run_id, time.monotonic()
+        self.epoch_start, self.images, self.images_per_s = 0.0, 0, 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.epoch_start, self.images = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.images += len(batch[0])
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and self.images:
+            self.images_per_s = self.images * trainer.world_size / (time.perf_counter() - self.epoch_start)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # runs after the epoch's validation, so train and val metrics are both in
         if trainer.global_rank != 0:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "recall/" not in k)
+        metrics["perf/train_images_per_s"] = self.images_per_s
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "recall/" not in k and "perf/" not in k)
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({time.monotonic() - self.started:.0f}s)", flush=True)
+        if self.run_id is None:
+            return
         now = int(time.time() * 1000)
         batch = [Metric(k.replace("/", "_"), v, now, trainer.current_epoch) for k, v in metrics.items()]
         mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
 
 
+def _announce(config: dict[str, Any]) -> None:
+    """Where this worker runs: the placement a person (and the two-node test) can check."""
+    import ray
+    import ray.train
+
+    ctx = ray.train.get_context()
+    print(f"worker {ctx.get_world_rank()}/{ctx.get_world_size()} on node {ray.get_runtime_context().get_node_id()} "
+          f"pid {os.getpid()} data {config['data_root']}", flush=True)
+
+
 def train_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: Lightning with Ray's DDP strategy and reporting."""
+    """Runs on every Ray Train worker: Lightning with Ray's DDP strategy and reporting.
+    After a worker failure the group restarts and resumes from the last reported checkpoint."""
+    import ray.train
     from ray.train.lightning import (
         RayDDPStrategy,
         RayLightningEnvironment,
@@ -61,6 +93,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # GPU/TPU/tips INFO chatter
         logging.getLogger(name).setLevel(logging.WARNING)
+    _announce(config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     spec = get_task(config["task"])
@@ -72,8 +105,9 @@ def train_worker(config: dict[str, Any]) -> None:
         module.model.load_state_dict(torch.load(config["init_state"], weights_only=True)["state_dict"])
     trainer = L.Trainer(
         max_epochs=train_cfg["epochs"],
-        accelerator="auto",
+        accelerator="gpu" if config["use_gpu"] else "cpu",
         devices="auto",
+        precision=config["precision"],
         strategy=RayDDPStrategy(),
         plugins=[RayLightningEnvironment()],
         callbacks=[RayTrainReportCallback(), EpochReport(config["tracking_uri"], config["run_id"])],
@@ -84,50 +118,84 @@ def train_worker(config: dict[str, Any]) -> None:
         deterministic=True,
     )
     trainer = prepare_trainer(trainer)
-    trainer.fit(module, datamodule=data)
+    checkpoint = ray.train.get_checkpoint()  # the latest reported one after a restart, else None
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
+        ckpt_path = str(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME) if ckpt_dir else None
+        if ckpt_path and trainer.global_rank == 0:
+            print(f"resuming from the last checkpoint {checkpoint.path}", flush=True)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
 
 
 def _flat(prefix: str, section: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{k}": json.dumps(v) if isinstance(v, list | dict) else v for k, v in section.items()}
 
 
-def run(params: Params, task: str) -> Path:
-    """Train `task` on its prepared data; returns the path of the written checkpoint."""
+def worker_config(params: Params, task: str, cfg: TaskConfig, use_gpu: bool, run_id: str | None) -> dict[str, Any]:
+    """The plain-dict config every worker receives (the task config after tuning overrides)."""
+    precision = params.ray.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if use_gpu else "32-true"
+    return {
+        "task": task, "seed": params.seed, "data_root": ray_cluster.dataset_root(params, StagePaths(task).data),
+        "image_size": cfg.data.image_size, "model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
+        "cpus_per_worker": params.ray.cpus_per_worker, "use_gpu": use_gpu, "precision": precision,
+        "tracking_uri": tracking.tracking_uri(params), "run_id": run_id,
+        "init_state": ray_cluster.resolve_init(cfg.model.init_from, params),
+    }
+
+
+def build_trainer(params: Params, config: dict[str, Any], name: str, max_failures: int | None = None,
+                  callbacks: list | None = None):
+    """A TorchTrainer of `train_worker` with the cluster settings of params.yaml's `ray`."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cfg, paths, spec = params.task(task), StagePaths(task), get_task(task)
+    monitor = f"val/{get_task(config['task']).monitor}"
+    resources = {"CPU": params.ray.cpus_per_worker, **params.ray.resources_per_worker}
+    if config["use_gpu"]:
+        resources.setdefault("GPU", 1)
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=params.ray.num_workers, use_gpu=config["use_gpu"],
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path(params),
+            checkpoint_config=CheckpointConfig(num_to_keep=params.ray.checkpoints_to_keep,
+                                               checkpoint_score_attribute=monitor, checkpoint_score_order="max"),
+            failure_config=FailureConfig(
+                max_failures=params.ray.max_failures if max_failures is None else max_failures,
+                controller_failure_limit=0,  # a controller that cannot place its workers fails the run
+            ),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def storage_path(params: Params) -> str:
+    """Ray needs an absolute path or a URI (s3://, gs://, ...)."""
+    path = params.ray.storage_path
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def run(params: Params, task: str) -> Path:
+    """Train `task` on its prepared data (with the tune stage's best config); returns the
+    path of the written checkpoint."""
+    from components import tune as tuning
+
+    paths, spec = StagePaths(task), get_task(task)
+    cfg, tuned = tuning.tuned_config(params, task)
     experiment_id = tracking.setup(params)
-    uri = tracking.tracking_uri(params)
     with mlflow.start_run(run_name=f"{task}-train", experiment_id=experiment_id) as run:
-        mlflow.set_tags({"cvops.task": task, "cvops.stage": "train", "cvops.params_hash": params_hash(cfg)})
+        mlflow.set_tags({"cvops.task": task, "cvops.stage": "train", "cvops.params_hash": params_hash(cfg),
+                         "cvops.tuned_by": tuned.get("run_id") or "none"})
         mlflow.log_params({**_flat("model", cfg.model.model_dump()), **_flat("train", cfg.train.model_dump()),
                            **_flat("data", cfg.data.model_dump()), "ray.num_workers": params.ray.num_workers})
         use_gpu, started_here = ray_cluster.connect(params)
         try:
-            trainer = TorchTrainer(
-                train_worker,
-                train_loop_config={
-                    "task": task, "seed": params.seed, "data_root": str(paths.data.resolve()),
-                    "image_size": cfg.data.image_size, "model": cfg.model.model_dump(),
-                    "train": cfg.train.model_dump(), "cpus_per_worker": params.ray.cpus_per_worker,
-                    "tracking_uri": uri, "run_id": run.info.run_id,
-                    "init_state": ray_cluster.resolve_init(cfg.model.init_from, params),
-                },
-                scaling_config=ScalingConfig(
-                    num_workers=params.ray.num_workers, use_gpu=use_gpu,
-                    resources_per_worker={"CPU": params.ray.cpus_per_worker},
-                ),
-                run_config=RunConfig(
-                    name=f"{task}-{run.info.run_id[:8]}",
-                    storage_path=str(Path(params.ray.storage_path).resolve()),
-                    checkpoint_config=CheckpointConfig(
-                        num_to_keep=2, checkpoint_score_attribute=f"val/{spec.monitor}", checkpoint_score_order="max"
-                    ),
-                    failure_config=FailureConfig(max_failures=params.ray.max_failures),
-                ),
-            )
-            result = trainer.fit()
+            config = worker_config(params, task, cfg, use_gpu, run.info.run_id)
+            result = build_trainer(params, config, name=f"{task}-{run.info.run_id[:8]}").fit()
         finally:
             if started_here:
                 ray_cluster.shutdown()

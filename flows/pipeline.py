@@ -25,7 +25,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from components.registry.gate import checks_table  # noqa: E402
 from flows import dvc_runner  # noqa: E402
 
-STAGES = ("prepare", "validate", "train", "evaluate", "promote")
+STAGES = ("prepare", "validate", "tune", "train", "evaluate", "promote")
 PERMANENT_EXIT_CODES = {2, 3}  # cvops: 2 = configuration error, 3 = data contract failed
 
 
