@@ -19,6 +19,7 @@ examples:
                                               overrides become a named DVC experiment
   cvops stage train --task classification     one DVC stage's command (what dvc.yaml calls)
   dvc repro                                   the same pipeline without Prefect
+  cvops up / cvops down                       local Prefect + MLflow servers and a worker
 """
 
 
@@ -32,6 +33,7 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _use_running_servers()
     from flows.pipeline import GateRejected, cv_pipeline
 
     bad = [item for item in args.set if "=" not in item]
@@ -46,6 +48,38 @@ def _run(args: argparse.Namespace) -> int:
         code = 1
     print_where_to_look(args.tasks)
     return code
+
+
+def _servers():
+    from pathlib import Path
+
+    from components.config import load_params
+    from components.servers import Servers
+
+    return Servers(Path.cwd(), load_params())
+
+
+def _up(args: argparse.Namespace) -> int:
+    servers = _servers()
+    servers.up(deploy=not args.no_deploy)
+    print(servers.describe())
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = _servers().down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def _use_running_servers() -> None:
+    """While `cvops up` servers run, the pipeline logs to them (an explicit env var wins)."""
+    import os
+
+    servers = _servers()
+    if servers.running():
+        for key, value in servers.environment().items():
+            os.environ.setdefault(key, value)
 
 
 def print_where_to_look(tasks: list[str] | None) -> None:
@@ -119,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--task", required=True, help="task name, a section of params.yaml's `tasks`")
     stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     stage.set_defaults(func=_stage)
+
+    up = sub.add_parser("up", help="start Prefect and MLflow servers and a worker on 127.0.0.1",
+                        description="Start a Prefect server (UI :4200), an MLflow server (UI :5000) and a "
+                        "Prefect worker, apply prefect.yaml's deployments, and print the URLs. Ports in "
+                        "params.yaml `servers`; state, pid files and logs in .cvops/.")
+    up.add_argument("--no-deploy", action="store_true", help="do not apply prefect.yaml's deployments")
+    up.set_defaults(func=_up)
+    down = sub.add_parser("down", help="stop what `cvops up` started")
+    down.set_defaults(func=_down)
 
     tasks = sub.add_parser("tasks", help="list the registered tasks and their models")
     tasks.set_defaults(func=_tasks)
