@@ -106,8 +106,8 @@ def print_where_to_look(tasks: list[str] | None) -> None:
         ]
     uri = params.tracking.uri
     lines += [
-        f"  MLflow UI:   mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
-        "  Prefect UI:  prefect server start                 (http://127.0.0.1:4200; flow runs, artifacts)",
+        f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
+        "  Prefect UI:  cvops up                             (http://127.0.0.1:4200; flow runs, artifacts)",
         "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
     ]
     if Path(".venv").exists():

@@ -11,6 +11,7 @@ the running servers (`PREFECT_API_URL`, `MLFLOW_TRACKING_URI`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -211,10 +212,8 @@ def _stop_group(pid: int, timeout_s: float) -> None:
         if _reap(pid):
             break
         time.sleep(0.5)
-    try:  # what is left of the group (a server's workers, a flow run's children)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # what is left of the group
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _reap(pid: int) -> bool:
