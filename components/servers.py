@@ -50,6 +50,7 @@ class Servers:
         return {
             "PREFECT_HOME": str(self.state / "prefect"),
             "PREFECT_API_URL": f"{self.prefect_url}/api",
+            "PREFECT_UI_API_URL": f"{self.prefect_url}/api",  # what the UI in the browser calls
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             "CVOPS_ROOT": str(self.root),
@@ -152,7 +153,7 @@ class Servers:
                                f"({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
 
-    def down(self, timeout_s: float = 30) -> list[str]:
+    def down(self, timeout_s: float = 15) -> list[str]:
         """Stop every service `up` started (SIGTERM to its process group, then SIGKILL)."""
         stopped = []
         for service in reversed(self.services()):  # the worker first, its servers last

@@ -162,7 +162,7 @@ def _run_from_prefect_ui(live: Live, page, shots: Path) -> dict:
     deployment = live.deployment("on-demand")
     before = {run["id"] for run in live.flow_runs(deployment["id"])}
     page.goto(f"{live.prefect}/deployments/deployment/{deployment['id']}")
-    page.get_by_role("button", name="Run").first.click()
+    page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Quick run").first.click()
     deadline = time.monotonic() + 60
     while not (new := [r for r in live.flow_runs(deployment["id"]) if r["id"] not in before]):
@@ -177,11 +177,13 @@ def _run_from_prefect_ui(live: Live, page, shots: Path) -> dict:
 
 def _check_mlflow_ui(live: Live, page, shots: Path) -> None:
     experiment = MlflowClient(tracking_uri=live.mlflow).get_experiment_by_name("cvops")
-    page.goto(f"{live.mlflow}/#/experiments/{experiment.experiment_id}")
+    page.goto(f"{live.mlflow}/#/experiments")
+    page.get_by_text("Model training", exact=True).first.click()  # MLflow 3 opens in GenAI mode
+    page.goto(f"{live.mlflow}/#/experiments/{experiment.experiment_id}/runs")
     page.get_by_text(f"{TASK}-train").first.wait_for()
     page.screenshot(path=str(shots / "mlflow-runs.png"))
     page.goto(f"{live.mlflow}/#/models/{MODEL}")
-    page.get_by_text("champion").first.wait_for()
+    page.get_by_text("champion").first.wait_for()  # the alias chip on the version row
     page.screenshot(path=str(shots / "mlflow-model.png"))
 
 
