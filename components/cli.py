@@ -61,7 +61,11 @@ def _servers():
 
 def _up(args: argparse.Namespace) -> int:
     servers = _servers()
-    servers.up(deploy=not args.no_deploy)
+    try:
+        servers.up(deploy=not args.no_deploy)
+    except RuntimeError as exc:  # a server did not come up: its log tail and the fix
+        print(f"cvops: error: {exc}", file=sys.stderr)
+        return 1
     print(servers.describe())
     return 0
 

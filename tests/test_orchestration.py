@@ -103,6 +103,7 @@ def test_nightly_schedule_is_registered_and_scheduled_by_the_server(live, on_dem
     assert schedule["schedule"]["cron"] == "0 2 * * *" and schedule["schedule"]["timezone"] == "UTC"
     assert nightly["work_pool_name"] == "cvops-local"
     assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert live.api.get("/work_pools/cvops-local").json()["concurrency_limit"] == 1, "one run per workspace"
     assert live.deployment("on-demand")["schedules"] == []
     deadline = time.monotonic() + 180  # the server's scheduler loop creates the upcoming runs
     while not (scheduled := live.flow_runs(nightly["id"])) and time.monotonic() < deadline:
