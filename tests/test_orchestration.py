@@ -19,6 +19,8 @@ from mlflow import MlflowClient
 
 from tests.conftest import BIN, ROOT, dvc, git, make_workspace, stage_env, tiny_params
 
+pytestmark = pytest.mark.timeout(1800)  # servers + one pipeline run: ~4 min idle, ~12 on a busy 2-core box
+
 TASK = "classification"
 MODEL = f"cvops-{TASK}"
 OVERRIDE = {f"tasks.{TASK}.train.epochs": "1"}
