@@ -24,6 +24,7 @@ examples:
   cvops history classification                who moved @champion / @challenger, when, why
   cvops rollback classification [--to 3]      @champion back to an earlier blessed version
   cvops predict classification a.png b.png    the champion's predictions and overlays
+  cvops up / cvops down                       local Prefect + MLflow servers and a worker
 """
 
 
@@ -37,6 +38,7 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _use_running_servers()
     from flows.pipeline import GateRejected, cv_pipeline
 
     bad = [item for item in args.set if "=" not in item]
@@ -51,6 +53,42 @@ def _run(args: argparse.Namespace) -> int:
         code = 1
     print_where_to_look(args.tasks)
     return code
+
+
+def _servers():
+    from pathlib import Path
+
+    from components.config import load_params
+    from components.servers import Servers
+
+    return Servers(Path.cwd(), load_params())
+
+
+def _up(args: argparse.Namespace) -> int:
+    servers = _servers()
+    try:
+        servers.up(deploy=not args.no_deploy)
+    except RuntimeError as exc:  # a server did not come up: its log tail and the fix
+        print(f"cvops: error: {exc}", file=sys.stderr)
+        return 1
+    print(servers.describe())
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = _servers().down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def _use_running_servers() -> None:
+    """While `cvops up` servers run, the pipeline logs to them (an explicit env var wins)."""
+    import os
+
+    servers = _servers()
+    if servers.running():
+        for key, value in servers.environment().items():
+            os.environ.setdefault(key, value)
 
 
 def print_where_to_look(tasks: list[str] | None) -> None:
@@ -77,8 +115,8 @@ def print_where_to_look(tasks: list[str] | None) -> None:
         ]
     uri = params.tracking.uri
     lines += [
-        f"  MLflow UI:   mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
-        "  Prefect UI:  prefect server start                 (http://127.0.0.1:4200; flow runs, artifacts)",
+        f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
+        "  Prefect UI:  cvops up                             (http://127.0.0.1:4200; flow runs, artifacts)",
         "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
     ]
     if Path(".venv").exists():
@@ -170,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--address", help="job server, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS)")
     submit.add_argument("--dry-run", action="store_true", help="print the `ray job submit` command only")
     submit.set_defaults(func=_submit)
+    up = sub.add_parser("up", help="start Prefect and MLflow servers and a worker on 127.0.0.1",
+                        description="Start a Prefect server (UI :4200), an MLflow server (UI :5000) and a "
+                        "Prefect worker, apply prefect.yaml's deployments, and print the URLs. Ports in "
+                        "params.yaml `servers`; state, pid files and logs in .cvops/.")
+    up.add_argument("--no-deploy", action="store_true", help="do not apply prefect.yaml's deployments")
+    up.set_defaults(func=_up)
+    down = sub.add_parser("down", help="stop what `cvops up` started")
+    down.set_defaults(func=_down)
 
     tasks = sub.add_parser("tasks", help="list the registered tasks and their models")
     tasks.set_defaults(func=_tasks)

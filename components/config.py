@@ -215,6 +215,14 @@ class TrackingConfig(Strict):
     model_prefix: str = "cvops-"
 
 
+class ServersConfig(Strict):
+    """`cvops up`: local Prefect and MLflow servers and a worker, bound to 127.0.0.1."""
+
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    startup_timeout_s: float = Field(180, gt=0, description="wait this long for each health check")
+
+
 class PipelineConfig(Strict):
     tasks: list[str] = Field(description="tasks that dvc.yaml's stages and the flow run")
 
@@ -224,6 +232,7 @@ class Params(Strict):
     pipeline: PipelineConfig
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
+    servers: ServersConfig = ServersConfig()
     tasks: dict[str, TaskConfig]
 
     @model_validator(mode="after")

@@ -28,7 +28,9 @@ def setup(params: Params) -> str:
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
         return experiment.experiment_id
-    location = Path(params.tracking.artifact_root).resolve().as_uri()
+    # A tracking server decides where artifacts go (its --default-artifact-root or S3 proxy)
+    uri = tracking_uri(params)
+    location = None if uri.startswith(("http://", "https://")) else Path(params.tracking.artifact_root).resolve().as_uri()
     try:
         experiment_id = mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent pipeline

@@ -39,18 +39,21 @@ _HINTS = ("To track the changes with git", "git add", "auto staging", "core.auto
 
 
 class _ToLogger(logging.Handler):
-    def __init__(self, target: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(self, target: logging.Logger | logging.LoggerAdapter, stages: list[str]) -> None:
         super().__init__(logging.INFO)
-        self.target = target
+        self.target, self.stages = target, stages
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage().strip()
+        if message.startswith("Running stage '"):  # names the stage if a multi-stage run fails
+            self.stages.append(message.split("'")[1])
         if message and not any(hint in message for hint in _HINTS):
             self.target.log(record.levelno, "[dvc] %s", message)
 
 
 @contextmanager
-def _streamed(logger: logging.Logger | logging.LoggerAdapter, lines: list[str], codes: list[int]) -> Iterator[None]:
+def _streamed(logger: logging.Logger | logging.LoggerAdapter, lines: list[str], codes: list[int],
+              stages: list[str] | None = None) -> Iterator[None]:
     import dvc.stage.run as stage_run
     from dvc.stage.exceptions import StageCmdFailedError
 
@@ -68,7 +71,7 @@ def _streamed(logger: logging.Logger | logging.LoggerAdapter, lines: list[str], 
             raise StageCmdFailedError(cmd, codes[-1])
 
     with _PATCH_LOCK:
-        dvc_logger.handlers, dvc_logger.propagate = [_ToLogger(logger)], False
+        dvc_logger.handlers, dvc_logger.propagate = [_ToLogger(logger, stages if stages is not None else [])], False
         if saved[2] is not None:
             stage_run._run = run_streaming
         try:
@@ -106,18 +109,21 @@ def run_experiment(root: Path, targets: list[str], overrides: dict[str, str], na
 
     lines: list[str] = []
     codes: list[int] = []
+    stages: list[str] = []
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        with _streamed(logger, lines, codes), Repo(str(root)) as repo:
+        with _streamed(logger, lines, codes, stages), Repo(str(root)) as repo:
             params = [f"{key}={value}" for key, value in overrides.items()]
             results = repo.experiments.run(targets=targets, params=params, name=name)
             for rev in results:
                 return repo.experiments.get_exact_name([rev]).get(rev) or rev[:7]
     except Exception as exc:
         if codes and codes[-1] != 0:
-            raise StageFailed(" ".join(targets), codes[-1], lines) from exc
+            # the stage DVC was running when the command failed
+            raise StageFailed(stages[-1] if stages else " ".join(targets), codes[-1], lines) from exc
         raise
     finally:
         os.chdir(cwd)
     return name or ""
+

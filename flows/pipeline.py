@@ -71,11 +71,14 @@ def run_experiment(root: str, targets: list[str], overrides: dict[str, str], nam
     return exp_name
 
 
-def _mlflow_link(run_id: str) -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+def _mlflow_links(run_id: str, model: str, version: str) -> str:
+    """Markdown links into the MLflow UI when a tracking server is set, else how to open it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
     if uri.startswith("http"):
-        return f"[{run_id}]({uri.rstrip('/')}/#/runs/{run_id})"
-    return f"`{run_id}` (open with `mlflow ui --backend-store-uri sqlite:///mlruns.db`)"
+        return (f"MLflow run: [{run_id}]({uri}/#/runs/{run_id}); model version: "
+                f"[{model} v{version}]({uri}/#/models/{model}/versions/{version})")
+    return (f"MLflow run: `{run_id}`, model `{model}` v{version} "
+            "(open with `mlflow ui --backend-store-uri sqlite:///mlruns.db`, or `cvops up`)")
 
 
 def _against(verdict: dict[str, Any]) -> str:
@@ -95,7 +98,7 @@ def report(root: str, task_name: str) -> dict[str, Any]:
         f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}")
     markdown = (
         f"# {task_name}\n\nCandidate `{verdict['model']}` version {verdict['version']}: {outcome}.\n\n"
-        f"MLflow run: {_mlflow_link(verdict['run_id'])}\n\n## Gate\n\n{_against(verdict)}\n\n{checks_table(verdict['checks'])}\n\n"
+        f"{_mlflow_links(verdict['run_id'], verdict['model'], verdict['version'])}\n\n## Gate\n\n{_against(verdict)}\n\n{checks_table(verdict['checks'])}\n\n"
         f"## Test metrics\n\n| metric | value |\n|---|---|\n{rows}\n"
     )
     create_markdown_artifact(markdown=markdown, key=f"cvops-{task_name.replace('_', '-')}", description=f"{task_name}: metrics and gate verdict")

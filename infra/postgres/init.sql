@@ -1,0 +1,3 @@
+-- One Postgres, one database per server.
+CREATE DATABASE mlflow;
+CREATE DATABASE prefect;

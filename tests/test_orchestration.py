@@ -1,0 +1,204 @@
+"""`cvops up` for real: a Prefect server, an MLflow server and a process worker on free
+loopback ports over a tiny workspace; prefect.yaml's deployments applied; the on-demand
+deployment triggered through Prefect's REST API with an override (a DVC experiment), the
+nightly schedule read back from the server, both UIs driven in headless Chromium, then
+`cvops down`. One pipeline run (~2 min of CPU) serves every test; tests run in file order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import BIN, ROOT, dvc, git, make_workspace, stage_env, tiny_params
+
+pytestmark = pytest.mark.timeout(1800)  # servers + one pipeline run: ~4 min idle, ~12 on a busy 2-core box
+
+TASK = "classification"
+MODEL = f"cvops-{TASK}"
+OVERRIDE = {f"tasks.{TASK}.train.epochs": "1"}
+EXPERIMENT = "api-epochs-1"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Live:
+    def __init__(self, ws: Path, prefect_port: int, mlflow_port: int) -> None:
+        self.ws = ws
+        self.prefect = f"http://127.0.0.1:{prefect_port}"
+        self.api = httpx.Client(base_url=f"{self.prefect}/api", timeout=30)
+        self.mlflow = f"http://127.0.0.1:{mlflow_port}"
+
+    def cvops(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "cvops"), *args], cwd=self.ws, env=stage_env(),
+                              capture_output=True, text=True, timeout=600)
+
+    def deployment(self, name: str) -> dict:
+        response = self.api.get(f"/deployments/name/cv-pipeline/{name}")
+        response.raise_for_status()
+        return response.json()
+
+    def flow_runs(self, deployment_id: str) -> list[dict]:
+        body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}}
+        return self.api.post("/flow_runs/filter", json=body).raise_for_status().json()
+
+    def wait(self, flow_run_id: str, timeout_s: float = 900) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.api.get(f"/flow_runs/{flow_run_id}").raise_for_status().json()
+            if run["state_type"] in FINAL:
+                return run
+            time.sleep(3)
+        raise AssertionError(f"flow run {flow_run_id} not finished after {timeout_s} s: {run['state_type']}")
+
+    def logs(self, flow_run_id: str) -> str:
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+        return "\n".join(r["message"] for r in self.api.post("/logs/filter", json=body).json())
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory):
+    ports = {"prefect_port": free_port(), "mlflow_port": free_port(), "startup_timeout_s": 300}
+
+    def edit(params: dict) -> dict:
+        params = tiny_params(params)
+        params["pipeline"]["tasks"] = [TASK]  # the UI's Quick run (no parameters) runs them all
+        return {**params, "servers": ports}
+
+    ws = make_workspace(tmp_path_factory.mktemp("orchestration") / "ws", edit)
+    shutil.copy2(ROOT / "prefect.yaml", ws / "prefect.yaml")
+    git(ws, "add", "prefect.yaml")
+    git(ws, "commit", "-qm", "deployments")
+    server = Live(ws, ports["prefect_port"], ports["mlflow_port"])
+    up = server.cvops("up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert server.prefect in up.stdout and server.mlflow in up.stdout, up.stdout
+        yield server
+    finally:
+        server.cvops("down")
+
+
+@pytest.fixture(scope="module")
+def on_demand_run(live: Live) -> str:
+    """The on-demand deployment triggered through the API, with an override."""
+    deployment = live.deployment("on-demand")
+    parameters = {"tasks": [TASK], "overrides": OVERRIDE, "experiment_name": EXPERIMENT}
+    response = live.api.post(f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters})
+    return response.raise_for_status().json()["id"]
+
+
+def test_nightly_schedule_is_registered_and_scheduled_by_the_server(live, on_demand_run):
+    nightly = live.deployment("nightly")
+    [schedule] = nightly["schedules"]
+    assert schedule["active"]
+    assert schedule["schedule"]["cron"] == "0 2 * * *" and schedule["schedule"]["timezone"] == "UTC"
+    assert nightly["work_pool_name"] == "cvops-local"
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert live.api.get("/work_pools/cvops-local").json()["concurrency_limit"] == 1, "one run per workspace"
+    assert live.deployment("on-demand")["schedules"] == []
+    deadline = time.monotonic() + 180  # the server's scheduler loop creates the upcoming runs
+    while not (scheduled := live.flow_runs(nightly["id"])) and time.monotonic() < deadline:
+        time.sleep(5)
+    assert scheduled, "the server's scheduler created no run for the nightly deployment"
+    assert all(run["state_type"] == "SCHEDULED" for run in scheduled)
+    assert all(run["expected_start_time"][11:16] == "02:00" for run in scheduled)
+
+
+def test_on_demand_run_with_override_is_a_dvc_experiment_tracked_in_mlflow(live, on_demand_run):
+    run = live.wait(on_demand_run)
+    assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{live.logs(on_demand_run)}"
+    client = MlflowClient(tracking_uri=live.mlflow)
+    experiment = client.get_experiment_by_name("cvops")
+    train = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == f"{TASK}-train")
+    assert train.data.params["train.epochs"] == "1", "the override reached the training run"
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.run_id == train.info.run_id
+    assert champion.tags["cvops.prefect_flow_run_id"] == on_demand_run
+    assert EXPERIMENT in dvc(live.ws, "exp", "list", "--name-only").stdout
+    logs = live.logs(on_demand_run)
+    assert "Running stage 'train@classification'" in logs, "stage output streamed to the Prefect log"
+
+
+def test_ui_run_button_and_mlflow_ui_in_chromium(live, on_demand_run, tmp_path):
+    browser = "/usr/bin/chromium"
+    if not Path(browser).exists():
+        pytest.skip(f"{browser} is missing: `apt-get install -y chromium` (.ci/run installs it)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the dev group's playwright is missing")
+    live.wait(on_demand_run)  # one pipeline at a time
+    shots = tmp_path / "screenshots"
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with playwright.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=browser, args=args, headless=True,
+            viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            started = _run_from_prefect_ui(live, page, shots)
+            _check_mlflow_ui(live, page, shots)
+        finally:
+            page.screenshot(path=str(shots / "last.png"))
+            context.close()
+            copy = ROOT / "benchmarks" / "screenshots"  # for a person to look at (ignored by git)
+            shutil.copytree(shots, copy, dirs_exist_ok=True)
+    assert started["state_type"] == "COMPLETED", live.logs(started["id"])
+
+
+def _run_from_prefect_ui(live: Live, page, shots: Path) -> dict:
+    page.goto(f"{live.prefect}/deployments")
+    page.get_by_text("on-demand").first.wait_for()
+    page.get_by_text("nightly").first.wait_for()
+    page.screenshot(path=str(shots / "prefect-deployments.png"))
+
+    deployment = live.deployment("on-demand")
+    before = {run["id"] for run in live.flow_runs(deployment["id"])}
+    page.goto(f"{live.prefect}/deployments/deployment/{deployment['id']}")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Quick run").first.click()
+    deadline = time.monotonic() + 60
+    while not (new := [r for r in live.flow_runs(deployment["id"]) if r["id"] not in before]):
+        assert time.monotonic() < deadline, "the Run button created no flow run"
+        time.sleep(1)
+    run = live.wait(new[0]["id"])
+    page.goto(f"{live.prefect}/runs/flow-run/{run['id']}")
+    page.get_by_text("Completed").first.wait_for()
+    page.screenshot(path=str(shots / "prefect-flow-run.png"))
+    return run
+
+
+def _check_mlflow_ui(live: Live, page, shots: Path) -> None:
+    experiment = MlflowClient(tracking_uri=live.mlflow).get_experiment_by_name("cvops")
+    page.goto(f"{live.mlflow}/#/experiments")
+    page.get_by_text("Model training", exact=True).first.click()  # MLflow 3 opens in GenAI mode
+    page.goto(f"{live.mlflow}/#/experiments/{experiment.experiment_id}/runs")
+    page.get_by_text(f"{TASK}-train").first.wait_for()
+    page.screenshot(path=str(shots / "mlflow-runs.png"))
+    page.goto(f"{live.mlflow}/#/models/{MODEL}")
+    page.get_by_text("champion").first.wait_for()  # the alias chip on the version row
+    page.screenshot(path=str(shots / "mlflow-model.png"))
+
+
+def test_down_stops_every_service(live):
+    pids = [int(p.read_text()) for p in (live.ws / ".cvops" / "run").glob("*.pid")]
+    assert len(pids) == 3
+    result = live.cvops("down")
+    assert result.returncode == 0 and "prefect-server" in result.stdout, result.stdout + result.stderr
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with pytest.raises(httpx.TransportError):
+        live.api.get("/health")
