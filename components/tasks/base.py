@@ -109,3 +109,15 @@ class TaskSpec(ABC):
     ) -> dict[str, Path]:  # pragma: no cover - default: no task-specific plots
         """Task-specific plots of the evaluated metric state, written under out_dir."""
         return {}
+
+    def predicted_labels(self, preds: Any, targets: Any) -> tuple[Any, Any] | None:
+        """(true labels [N], predicted labels [N]) per image for demographic parity and
+        equalized odds; None (the default) when the task has no single label per image."""
+        return None
+
+    def explain(
+        self, model: nn.Module, images: torch.Tensor, targets: Any, classes: list[str]
+    ) -> list[dict[str, Any]] | None:
+        """Saliency maps of a batch: one {"heatmap": [H, W] in [0, 1], "title": str,
+        "correct": bool} per image; None (the default) when the task has none."""
+        return None
