@@ -118,7 +118,7 @@ class EvaluateConfig(Strict):
         "rotate": [4, 8, 12, 18, 25],                       # degrees (geometric)
         "zoom": [1.05, 1.1, 1.18, 1.25, 1.35],              # scale (geometric)
     }
-    eps: list[float] = [0.002, 0.005, 0.01, 0.02]
+    eps: list[float] = [0.005, 0.01, 0.02, 0.04]
     pgd_steps: int = Field(10, ge=1)
     pgd_step_size: float = Field(0.25, gt=0, description="PGD step as a fraction of eps")
     bootstrap_samples: int = Field(200, ge=10)

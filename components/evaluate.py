@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
@@ -102,7 +102,7 @@ def run(params: Params, task: str) -> dict[str, float]:
     card_json.parent.mkdir(parents=True, exist_ok=True)
     card_json.write_text(json.dumps({
         "model_name": f"{params.tracking.model_prefix}{task}", "task": task, "arch": meta["arch"], "classes": data.classes,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {"path": str(paths.data), "version": data_hash(f"prepare@{task}", str(paths.data)), "test_images": len(suite["samples"])},
         "config": {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")},
         "metrics": {k: v for k, v in metrics.items() if "/" not in k},

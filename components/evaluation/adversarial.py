@@ -45,7 +45,7 @@ def pgd(
     pixels = pixels.detach()
     adv = pixels.clone()
     if random_start:
-        noise = torch.rand(pixels.shape, generator=generator).to(pixels) * 2 - 1
+        noise = torch.rand(pixels.shape, generator=generator).to(pixels) * 2 - 1  # CPU generator: same on any device
         adv = (adv + eps * noise).clamp(0, 1)
     with attack_mode(model):
         for _ in range(steps):

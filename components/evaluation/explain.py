@@ -15,7 +15,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from components.evaluation.predictions import Sample, to_pixels  # noqa: E402
+from components.evaluation.predictions import Sample, to_device, to_pixels  # noqa: E402
 from components.tasks.base import TaskSpec  # noqa: E402
 
 
@@ -55,6 +55,8 @@ def explanation_grid(
     if per_kind == 0 or not samples:
         return None
     images, targets = spec.collate(samples[:512])  # enough to find wrong predictions, bounded
+    device = next(model.parameters()).device
+    images, targets = images.to(device), to_device(targets, device)
     model.eval()
     explained = spec.explain(model, images, targets, classes)
     if explained is None:

@@ -65,17 +65,18 @@ def fairness_report(
         return report | {"status": "no_sensitive_attribute"}
     fn = _metric_fn(spec, classes, preds, targets)
     measured = [str(g) for g, n in zip(names, counts, strict=True) if n >= min_group_size]
+    rows = [{"group": str(g), "n": int(n), "status": "too_small", "value": None, "ci": None} for g, n in zip(names, counts, strict=True)]
+    if not measured:
+        return report | {"groups": rows, "status": "no_group_large_enough"}
     keep = np.isin(groups_arr, measured)
     index = np.flatnonzero(keep)
     frame = MetricFrame(metrics=fn, y_true=index, y_pred=index, sensitive_features=groups_arr[keep])
-    boot = _bootstrap(fn, groups_arr, measured, bootstrap_samples, seed) if measured else np.empty((0, 0))
-    for g, n in zip(names, counts, strict=True):
-        row = {"group": str(g), "n": int(n), "status": "too_small", "value": None, "ci": None}
-        if str(g) in measured:
-            j = measured.index(str(g))
-            row |= {"status": "ok", "value": float(frame.by_group[g]), "ci": _interval(boot[:, j])}
-        report["groups"].append(row)
-    report["overall"] = float(frame.overall)
+    boot = _bootstrap(fn, groups_arr, measured, bootstrap_samples, seed)
+    for row in rows:
+        if row["group"] in measured:
+            j = measured.index(row["group"])
+            row |= {"status": "ok", "value": float(frame.by_group[row["group"]]), "ci": _interval(boot[:, j])}
+    report |= {"groups": rows, "overall": float(frame.overall)}
     if len(measured) < 2:
         return report | {"status": "fewer_than_two_measurable_groups"}
     gaps, ratios = boot.max(1) - boot.min(1), boot.min(1) / np.maximum(boot.max(1), 1e-12)

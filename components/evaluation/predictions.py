@@ -45,6 +45,17 @@ def concat(parts: Sequence[Any]) -> Any:
     return [item for p in parts for item in p]
 
 
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """A batch object (tensor, list or dict of them; tv_tensors keep their type) on device."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return [to_device(v, device) for v in batch]
+    return batch
+
+
 def take(batch: Any, index: Sequence[int] | torch.Tensor) -> Any:
     """The images `index` (with repeats, for bootstraps) of a batch object."""
     index = torch.as_tensor(index, dtype=torch.long)
@@ -73,15 +84,15 @@ def predict_all(
     spec: TaskSpec, model: nn.Module, samples: Sequence[Sample], batch_size: int,
     perturb: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
 ) -> tuple[Any, Any]:
-    """(predictions, targets) for all samples, joined along the image axis. `perturb` maps a
-    batch of model inputs (and its targets) to new inputs, e.g. an adversarial attack."""
+    """(predictions, targets) for all samples, joined along the image axis, on the CPU.
+    `perturb` maps a batch of model inputs (and its targets) to new inputs, e.g. an attack."""
     preds, targets = [], []
     device = next(model.parameters()).device
     for images, batch_targets in batches(spec, samples, batch_size):
         images = images.to(device)
         if perturb is not None:
             with torch.enable_grad():
-                images = perturb(images, batch_targets)
-        preds.append(spec.predict(model, images))
+                images = perturb(images, to_device(batch_targets, device))
+        preds.append(to_device(spec.predict(model, images), "cpu"))
         targets.append(batch_targets)
     return concat(preds), concat(targets)
