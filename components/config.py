@@ -170,6 +170,36 @@ class TuneConfig(Strict):
     )
 
 
+class EvaluateConfig(Strict):
+    """Fairness, robustness and explanation knobs of the evaluate stage. Corruption severities
+    are in each corruption's own unit (see components/evaluation/corruptions.py); eps is on
+    the [0, 1] pixel scale."""
+
+    corruptions: dict[str, list[float]] = {
+        "gaussian_noise": [0.02, 0.04, 0.06, 0.09, 0.12],   # std of added noise
+        "gaussian_blur": [0.4, 0.7, 1.0, 1.4, 1.8],         # blur sigma in pixels
+        "brightness": [0.85, 0.7, 0.55, 0.4, 0.3],          # multiplicative factor
+        "contrast": [0.8, 0.6, 0.45, 0.3, 0.2],             # contrast factor
+        "jpeg": [60, 40, 25, 15, 8],                        # JPEG quality
+        "pixelate": [0.9, 0.75, 0.6, 0.5, 0.4],             # down-sampling factor
+        "rotate": [4, 8, 12, 18, 25],                       # degrees (geometric)
+        "zoom": [1.05, 1.1, 1.18, 1.25, 1.35],              # scale (geometric)
+    }
+    eps: list[float] = [0.005, 0.01, 0.02, 0.04]
+    pgd_steps: int = Field(10, ge=1)
+    pgd_step_size: float = Field(0.25, gt=0, description="PGD step as a fraction of eps")
+    bootstrap_samples: int = Field(200, ge=10)
+    min_group_size: int = Field(20, ge=1, description="smaller groups are reported as too small")
+    explain_samples: int = Field(8, ge=0, description="Grad-CAM images of each of correct / wrong")
+
+    @model_validator(mode="after")
+    def _five_severities(self) -> EvaluateConfig:
+        for name, levels in self.corruptions.items():
+            if len(levels) != 5:
+                raise ValueError(f"corruptions.{name} needs 5 severities, got {len(levels)}")
+        return self
+
+
 class TaskConfig(Strict):
     data: DataConfig = DataConfig()
     contract: ContractConfig = ContractConfig()
@@ -177,6 +207,7 @@ class TaskConfig(Strict):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _search_keys_exist(self) -> TaskConfig:

@@ -1,9 +1,17 @@
-"""The evaluate stage: the trained model on the test split -> metrics JSON (DVC metrics),
-plots (DVC plots), and both logged to the training's MLflow run."""
+"""The evaluate stage: the trained model on the test split -> task metrics, fairness,
+robustness (corruptions, adversarial), explanations and a model card.
+
+Writes reports/<task>/metrics.json (flat, a DVC metric the gate reads), plot images and plot
+data under reports/<task>/evaluation/ (DVC plots), the card under reports/<task>/card/, and
+logs all of it to the training's MLflow run. The model runs once per clean / corrupted /
+attacked pass; fairness and bootstraps reuse the kept per-image predictions.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,32 +23,92 @@ from tqdm import tqdm
 from components import tracking
 from components.config import Params
 from components.data.datamodule import CVDataModule
+from components.evaluation import adversarial, card, corruptions, fairness, plots
+from components.evaluation.explain import explanation_grid
+from components.evaluation.predictions import predict_all
 from components.inference import load_checkpoint
 from components.paths import StagePaths
+from components.registry.lineage import data_hash
 from components.tasks import get_task
 
 OVERLAY_IMAGES = 8  # test images drawn with their predictions
 
 
-@torch.no_grad()
-def evaluate_model(model: torch.nn.Module, data: CVDataModule, split: str = "test") -> Any:
-    """Run the model over a split and return the task's metric with all batches added."""
-    metric = data.spec.make_metric(len(data.classes))
-    for images, targets in tqdm(data._loader(split), desc=f"evaluate {data.spec.name}", unit="batch", leave=False):
-        metric.update(data.spec.predict(model, images), targets)
-    return metric
+def mlflow_key(key: str) -> str:
+    """MLflow metric names allow [\\w.\\- :/]; '/' and '@' become '_' (as before: test_<key>)."""
+    return "test_" + re.sub(r"[^\w.\- :]", "_", key)
+
+
+def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, float]:
+    """Per-corruption errors the current @champion logged when it was evaluated ({} if none)."""
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(f"{params.tracking.model_prefix}{task}", "champion")
+    except mlflow.exceptions.MlflowException:
+        return {}
+    logged = client.get_run(version.run_id).data.metrics
+    keys = {n: mlflow_key(f"robustness/{n}_error") for n in names}
+    return {n: logged[k] for n, k in keys.items() if k in logged}
+
+
+def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:
+    """Everything measured on the test split, as one JSON-able dict (the card's content)."""
+    cfg, spec, ev = params.task(task), data.spec, params.task(task).evaluate
+    test = data.dataset("test")
+    samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
+    bs, classes = cfg.train.batch_size, data.classes
+    corruptions.check_names(list(ev.corruptions))
+    with tqdm(total=1 + sum(map(len, ev.corruptions.values())) + 2 * len(ev.eps), desc=f"evaluate {task}", unit="pass") as bar:
+        preds, targets = predict_all(spec, model, samples, bs)
+        bar.update()
+        metric = spec.make_metric(len(classes))
+        metric.update(preds, targets)
+        metrics = spec.summarize(metric.compute(), classes)
+        clean = metrics[spec.monitor]
+        fair = fairness.fairness_report(spec, classes, preds, targets, groups, ev.bootstrap_samples, ev.min_group_size, params.seed)
+        robust = corruptions.corruption_report(spec, model, classes, samples, ev.corruptions, clean, bs, params.seed, bar)
+        adv = adversarial.adversarial_report(spec, model, classes, samples, ev.eps, ev.pgd_steps, ev.pgd_step_size, clean, bs, params.seed, bar)
+    champion = champion_errors(params, task, list(ev.corruptions))
+    robust["mce"] = corruptions.mce(robust["errors"], champion)
+    flat = {**metrics, **fairness.flat_metrics(fair), **adversarial.flat_metrics(adv), **corruptions.flat_metrics(robust, champion)}
+    return {"metric_state": metric, "samples": samples, "metrics": flat, "fairness": fair, "corruptions": robust, "adversarial": adv}
+
+
+def write_plots(task: str, data: CVDataModule, model, suite: dict[str, Any], params: Params) -> dict[str, str]:
+    """Images and plot data (JSON lists for `dvc plots show`) under reports/<task>/evaluation."""
+    out, spec = StagePaths(task).evaluation, data.spec
+    paths = dict(spec.plots(suite["metric_state"], data.classes, out))
+    paths["corruptions"] = plots.corruption_plot(suite["corruptions"], out / "corruptions.png")
+    paths["adversarial"] = plots.adversarial_plot(suite["adversarial"], out / "adversarial.png")
+    if any(r["value"] is not None for r in suite["fairness"]["groups"]):
+        paths["fairness"] = plots.fairness_plot(suite["fairness"], out / "fairness.png")
+    grid = explanation_grid(spec, model, suite["samples"], data.classes, params.task(task).evaluate.explain_samples, out / "explanations.png")
+    if grid is not None:
+        paths["explanations"] = grid
+    (out / "adversarial.json").write_text(json.dumps(adversarial.curve_rows(suite["adversarial"]), indent=1))
+    (out / "corruptions.json").write_text(json.dumps(suite["corruptions"]["rows"], indent=1))
+    (out / "fairness.json").write_text(json.dumps([{"group": r["group"], "n": r["n"], "value": r["value"]} for r in suite["fairness"]["groups"]], indent=1))
+    return {name: str(p) for name, p in paths.items()}
+
+
+def load_test_split(meta: dict[str, Any], data_dir: Path, batch_size: int, source: str) -> CVDataModule:
+    """The dataset a checkpoint is evaluated on; its classes must be the ones it learned."""
+    data = CVDataModule(data_dir, get_task(meta["task"]), meta["image_size"], batch_size)
+    if data.classes != meta["classes"]:
+        raise ValueError(f"{source} was trained on classes {meta['classes']} but {data_dir} declares {data.classes}: rerun the train stage")
+    return data
 
 
 def metrics_on_test_split(model: torch.nn.Module, meta: dict[str, Any], data_dir: Path, batch_size: int,
-                 source: str = "the model") -> tuple[dict[str, float], Any, CVDataModule]:
-    """Flat metrics of a model on the test split of `data_dir` (the gate re-evaluates the
-    champion with this too), with the metric state and the data for plots."""
-    spec = get_task(meta["task"])
-    data = CVDataModule(data_dir, spec, meta["image_size"], batch_size)
-    if data.classes != meta["classes"]:
-        raise ValueError(f"{source} was trained on classes {meta['classes']} but {data_dir} declares {data.classes}: rerun the train stage")
-    metric = evaluate_model(model, data)
-    return spec.summarize(metric.compute(), data.classes), metric, data
+                          source: str = "the model") -> dict[str, float]:
+    """The task metrics of a model on the test split (the gate re-evaluates the champion
+    with this, so candidate and champion are measured by the same code on the same data)."""
+    data = load_test_split(meta, data_dir, batch_size, source)
+    test = data.dataset("test")
+    preds, targets = predict_all(data.spec, model, [test[i] for i in range(len(test))], batch_size)
+    metric = data.spec.make_metric(len(data.classes))
+    metric.update(preds, targets)
+    return data.spec.summarize(metric.compute(), data.classes)
 
 
 @torch.no_grad()
@@ -61,21 +129,37 @@ def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int =
 def run(params: Params, task: str) -> dict[str, float]:
     cfg, paths, spec = params.task(task), StagePaths(task), get_task(task)
     model, meta = load_checkpoint(paths.model)
-    metrics, metric, data = metrics_on_test_split(model, meta, paths.data, cfg.train.batch_size, str(paths.model))
-    plots = spec.plots(metric, data.classes, paths.evaluation)
+    data = load_test_split(meta, paths.data, cfg.train.batch_size, str(paths.model))
+    tracking.setup(params)
+    suite = run_suite(params, task, model, data)
+    metrics = suite["metrics"]
+    plot_paths = write_plots(task, data, model, suite, params)
     overlay = overlays(model, data, paths.evaluation / "predictions.png")
-
+    if overlay is not None:
+        plot_paths["predictions"] = str(overlay)
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     paths.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    tracking.setup(params)
+    card_json = paths.metrics.parent / "card" / "card.json"
+    card_json.parent.mkdir(parents=True, exist_ok=True)
+    card_json.write_text(json.dumps({
+        "model_name": f"{params.tracking.model_prefix}{task}", "task": task, "arch": meta["arch"], "classes": data.classes,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": {"path": str(paths.data), "version": data_hash(f"prepare@{task}", str(paths.data)), "test_images": len(suite["samples"])},
+        "config": {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")},
+        "metrics": {k: v for k, v in metrics.items() if "/" not in k},
+        "fairness": suite["fairness"], "corruptions": suite["corruptions"],
+        "adversarial": {"metric": spec.monitor, "rows": adversarial.curve_rows(suite["adversarial"])},
+        "plots": plot_paths, "verdict": None,
+    }, indent=2))
+    card_files = card.write_card(card_json)
     run_id = json.loads(paths.run_info.read_text())["run_id"]
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"test_{k.replace('/', '_')}": v for k, v in metrics.items()})
-        mlflow.log_artifact(str(paths.metrics), "evaluation")
-        for plot in plots.values():
-            mlflow.log_artifact(str(plot), "evaluation")
-        if overlay is not None:  # an image artifact, shown in the run's artifact view
-            mlflow.log_image(Image.open(overlay), artifact_file="evaluation/predictions.png")
+        mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()})
+        for path in [paths.metrics, card_json, *card_files]:
+            mlflow.log_artifact(str(path), "evaluation")
+        for path in plot_paths.values():  # image artifacts, shown in the run's artifact view
+            if str(path).endswith(".png"):
+                mlflow.log_image(Image.open(path), artifact_file=f"evaluation/{Path(path).name}")
     summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
-    print(f"{task} test: {summary}  -> {paths.metrics}")
+    print(f"{task} test: {summary}  -> {paths.metrics}, {card_files[1]}")
     return metrics

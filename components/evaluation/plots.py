@@ -31,3 +31,51 @@ def confusion_matrix_plot(confusion: torch.Tensor, classes: list[str], out: Path
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def _save(fig, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def fairness_plot(report: dict, out: Path) -> Path:
+    """The metric per measurable group with its 95% bootstrap interval."""
+    rows = [r for r in report["groups"] if r["value"] is not None]
+    fig, ax = plt.subplots(figsize=(max(3.0, 1.2 * len(rows) + 1), 3.2))
+    values = [r["value"] for r in rows]
+    errors = [[r["value"] - r["ci"][0] for r in rows], [r["ci"][1] - r["value"] for r in rows]]
+    ax.bar([f"{r['group']}\n(n={r['n']})" for r in rows], values, yerr=errors, capsize=6, color="#4c72b0")
+    ax.set_ylabel(report["metric"])
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Per-group metric, 95% bootstrap CI")
+    return _save(fig, out)
+
+
+def corruption_plot(report: dict, out: Path) -> Path:
+    """Metric vs severity, one line per corruption, the clean metric dashed."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name in dict.fromkeys(r["corruption"] for r in report["rows"]):
+        rows = [r for r in report["rows"] if r["corruption"] == name]
+        ax.plot([r["severity"] for r in rows], [r["value"] for r in rows], marker="o", label=name)
+    ax.axhline(report["clean"], color="black", linestyle="--", label="clean")
+    ax.set_xlabel("severity")
+    ax.set_ylabel(report["metric"])
+    ax.set_title("Common corruptions")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out)
+
+
+def adversarial_plot(report: dict, out: Path) -> Path:
+    """Metric vs L-inf eps for each attack."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for name, curve in report["curves"].items():
+        eps = sorted(curve)
+        ax.plot(eps, [curve[e] for e in eps], marker="o", label=name.upper())
+    ax.set_xlabel("eps (L-inf, [0, 1] pixels)")
+    ax.set_ylabel(report["metric"])
+    ax.set_title("Adversarial robustness")
+    ax.legend()
+    return _save(fig, out)

@@ -1,14 +1,18 @@
-"""The model card of a registered version (markdown): metrics, gate verdict and lineage.
+"""The model card of a registered version: the evaluation's card (metrics, fairness,
+robustness, plots) with its gate-verdict section filled in, plus the version's lineage.
 
 It is the version's description in the registry (the MLflow UI shows it) and is logged to the
-training run as `model_card/v<version>.md`. Richer evaluation sections (fairness,
-robustness, plots) go before the gate section when the evaluation produces them.
+training run as `model_card/v<version>.md`; the HTML card under reports/<task>/card/ is
+re-rendered with the verdict. Without an evaluation card (e.g. a bare registration in
+tests) the card holds the test metrics and the gate section only.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from components.evaluation.card import write_card
+from components.paths import StagePaths
 from components.registry.gate import Verdict
 
 if TYPE_CHECKING:
@@ -22,11 +26,14 @@ def gate_section(verdict: Verdict) -> str:
 
 
 def model_card(c: Candidate, version: str, verdict: Verdict) -> str:
-    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(c.metrics.items()))
     lineage = "\n".join(f"| {k.removeprefix('cvops.')} | `{v}` |" for k, v in sorted(c.tags.items()) if v)
-    return (
-        f"# {c.name} version {version}\n\nTask: {c.task}. MLflow run `{c.run_id}`. "
-        f"Serve: `mlflow models serve -m models:/{c.name}/{version}`.\n\n"
-        f"## Test metrics\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
-        f"{gate_section(verdict)}\n## Lineage\n\n| what | value |\n|---|---|\n{lineage}\n"
-    )
+    header = (f"# {c.name} version {version}\n\nTask: {c.task}. MLflow run `{c.run_id}`. "
+              f"Serve: `mlflow models serve -m models:/{c.name}/{version}`.\n\n")
+    card_json = StagePaths(c.task).metrics.parent / "card" / "card.json"
+    if card_json.exists():
+        markdown, _ = write_card(card_json, verdict={**verdict.as_dict(), "version": version})
+        body = markdown.read_text()
+    else:
+        metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(c.metrics.items()))
+        body = f"## Test metrics\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
+    return f"{header}{body}\n{gate_section(verdict)}\n## Lineage\n\n| what | value |\n|---|---|\n{lineage}\n"

@@ -60,7 +60,7 @@ def champion_evaluator(name: str, data_dir: Path, batch_size: int, gate: GateCon
             return {}
         model, meta = load_version(name, version)
         try:
-            return metrics_on_test_split(model, meta, data_dir, batch_size, f"models:/{name}/{version}")[0]
+            return metrics_on_test_split(model, meta, data_dir, batch_size, f"models:/{name}/{version}")
         except ValueError as exc:  # a champion on other classes cannot be compared: its checks fail
             print(f"cvops: champion v{version} cannot be re-evaluated: {exc}")
             return {}

@@ -139,3 +139,14 @@ class TaskSpec(ABC):
         caption = " ".join(str(record[k]) if k != "score" else f"{record[k]:.2f}" for k in ("label", "score") if k in record)
         ImageDraw.Draw(canvas).text((4, 4), caption, fill=(255, 255, 0))
         return canvas
+    def predicted_labels(self, preds: Any, targets: Any) -> tuple[Any, Any] | None:
+        """(true labels [N], predicted labels [N]) per image for demographic parity and
+        equalized odds; None (the default) when the task has no single label per image."""
+        return None
+
+    def explain(
+        self, model: nn.Module, images: torch.Tensor, targets: Any, classes: list[str]
+    ) -> list[dict[str, Any]] | None:
+        """Saliency maps of a batch: one {"heatmap": [H, W] in [0, 1], "title": str,
+        "correct": bool} per image; None (the default) when the task has none."""
+        return None

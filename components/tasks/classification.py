@@ -101,5 +101,17 @@ class ClassificationTask(TaskSpec):
         confusion = metric["confusion"].compute()
         return {"confusion_matrix": confusion_matrix_plot(confusion, classes, out_dir / "confusion_matrix.png")}
 
+    def predicted_labels(self, preds, targets):
+        return targets.cpu().numpy(), preds.argmax(dim=1).cpu().numpy()
+
+    def explain(self, model, images, targets, classes):
+        from components.evaluation.explain import grad_cam
+
+        heatmaps, predicted = grad_cam(model, images)
+        return [
+            {"heatmap": h, "title": f"{classes[int(t)]} -> {classes[int(p)]}", "correct": bool(t == p)}
+            for h, t, p in zip(heatmaps, targets, predicted, strict=True)
+        ]
+
 
 SPEC = ClassificationTask()

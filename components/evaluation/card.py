@@ -1,0 +1,102 @@
+"""The model card: one markdown file and one self-contained HTML page (images inlined) from
+a JSON document of everything the evaluate stage measured.
+
+`write_card` renders card.json -> model_card.md / model_card.html. The promote stage calls it
+again with the gate verdict to fill in that section; until then the verdict reads 'pending'.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("n/a" if v is None else str(v))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def _fairness(f: dict[str, Any]) -> str:
+    if f.get("status") == "no_sensitive_attribute":
+        return "The dataset has no sensitive attribute (`group` is empty): no per-group evaluation."
+    rows = [[r["group"], r["n"], r["status"], r["value"], *(r["ci"] or [None, None])] for r in f["groups"]]
+    text = _table(["group", "images", "status", f["metric"], "95% CI low", "95% CI high"], rows)
+    if f.get("status") == "ok":
+        gap, ratio = f["worst_group_gap_ci"], f["min_max_ratio_ci"]
+        text += (f"\n\nWorst group **{f['worst_group']}**; gap {f['worst_group_gap']:.4f} (95% CI {gap[0]:.4f}-{gap[1]:.4f}); "
+                 f"min/max ratio {f['min_max_ratio']:.4f} (95% CI {ratio[0]:.4f}-{ratio[1]:.4f}).")
+        for key in ("demographic_parity_difference", "equalized_odds_difference"):
+            if key in f:
+                text += f"\n{key.replace('_', ' ')}: {f[key]:.4f}."
+    else:
+        text += f"\n\nNo gap computed: {f.get('status')}."
+    return text
+
+
+def _robustness(c: dict[str, Any], a: dict[str, Any]) -> str:
+    names = list(dict.fromkeys(r["corruption"] for r in c["rows"]))
+    by = {(r["corruption"], r["severity"]): r["value"] for r in c["rows"]}
+    rows = [[n, *(by[(n, s)] for s in range(1, 6) if (n, s) in by)] for n in names]
+    text = _table(["corruption", *(f"s{s}" for s in range(1, 6))], rows)
+    text += f"\n\nClean {c['clean']:.4f}; mean corrupted {c['mean']:.4f}; retention {c['retention']:.4f}"
+    text += f"; mCE vs champion {c['mce']:.4f}." if c.get("mce") is not None else "; no champion to compute mCE against."
+    eps = sorted({r["eps"] for r in a["rows"]})
+    by_attack = {n: {r["eps"]: r["value"] for r in a["rows"] if r["attack"] == n} for n in dict.fromkeys(r["attack"] for r in a["rows"])}
+    text += "\n\n" + _table(["attack", *(f"eps {e:g}" for e in eps)], [[n, *(c.get(e) for e in eps)] for n, c in by_attack.items()])
+    return text
+
+
+def _verdict(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "Pending: the promote stage fills this in."
+    lines = [f"**{'PASSED' if v.get('passed') else 'NOT PASSED'}**: {v.get('reason', '')}"]
+    if v.get("checks"):
+        lines.append(_table(list(v["checks"][0]), [list(c.values()) for c in v["checks"]]))
+    return "\n\n".join(lines)
+
+
+def to_markdown(card: dict[str, Any], image_ref=lambda p: p) -> str:
+    out = [f"# Model card: {card['model_name']}", "",
+           f"Task **{card['task']}**, arch `{card['arch']}`, classes {', '.join(card['classes'])}; evaluated {card['date']}.", "",
+           "## Data", f"Dataset `{card['data']['path']}`, version (DVC md5) `{card['data']['version'] or 'untracked'}`, "
+           f"test images {card['data']['test_images']}.", "",
+           "## Training config", "```json", json.dumps(card["config"], indent=2), "```", "",
+           "## Task metrics", _table(["metric", "value"], [[k, v] for k, v in card["metrics"].items()]), "",
+           "## Fairness", _fairness(card["fairness"]), "",
+           "## Robustness", _robustness(card["corruptions"], card["adversarial"]), "",
+           "## Plots"]
+    out += [f"![{name}]({image_ref(path)})" for name, path in card["plots"].items()]
+    out += ["", "## Gate verdict", _verdict(card.get("verdict")), ""]
+    return "\n".join(out)
+
+
+def _inline(path: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"data:image/png;base64,{data}"
+
+
+def _to_html(markdown: str, title: str) -> str:
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    style = "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{body}</body></html>"
+
+
+def write_card(card_json: Path, verdict: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """(Re)render model_card.md and model_card.html next to card.json; a verdict given here
+    is stored in card.json too. Plot paths in card.json are relative to the repo root."""
+    card = json.loads(card_json.read_text())
+    if verdict is not None:
+        card["verdict"] = verdict
+        card_json.write_text(json.dumps(card, indent=2))
+    md_path, html_path = card_json.with_name("model_card.md"), card_json.with_name("model_card.html")
+    md_path.write_text(to_markdown(card, image_ref=lambda p: os.path.relpath(p, card_json.parent)))
+    html_path.write_text(_to_html(to_markdown(card, image_ref=_inline), card["model_name"]))
+    return md_path, html_path

@@ -1,0 +1,98 @@
+"""One pass of a model over cached test samples, keeping per-image predictions so that
+per-group metrics and bootstrap resamples never re-run the model.
+
+Batch objects are whatever the TaskSpec collates and predicts: a tensor with the image axis
+first (classification labels and probabilities, segmentation masks), a list with one entry
+per image (detection dicts), or a dict of those. `concat` and `take` handle all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from components.data.datamodule import MEAN, STD
+from components.tasks.base import TaskSpec
+
+Sample = tuple[torch.Tensor, Any]  # (image [3, H, W] normalised to [-1, 1], target)
+
+_MEAN = torch.tensor(MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Model input (normalised, [N, 3, H, W] or [3, H, W]) -> pixels in [0, 1]."""
+    shape = (1, 3, 1, 1) if images.dim() == 4 else (3, 1, 1)
+    return images * _STD.view(shape).to(images) + _MEAN.view(shape).to(images)
+
+
+def to_model(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] -> model input, the inverse of `to_pixels`."""
+    shape = (1, 3, 1, 1) if pixels.dim() == 4 else (3, 1, 1)
+    return (pixels - _MEAN.view(shape).to(pixels)) / _STD.view(shape).to(pixels)
+
+
+def concat(parts: Sequence[Any]) -> Any:
+    """Join per-batch objects along the image axis."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([torch.as_tensor(p) for p in parts])
+    if isinstance(first, dict):
+        return {k: concat([p[k] for p in parts]) for k in first}
+    return [item for p in parts for item in p]
+
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """A batch object (tensor, list or dict of them; tv_tensors keep their type) on device."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return [to_device(v, device) for v in batch]
+    return batch
+
+
+def take(batch: Any, index: Sequence[int] | torch.Tensor) -> Any:
+    """The images `index` (with repeats, for bootstraps) of a batch object."""
+    index = torch.as_tensor(index, dtype=torch.long)
+    if isinstance(batch, torch.Tensor):
+        return batch[index]
+    if isinstance(batch, dict):
+        return {k: take(v, index) for k, v in batch.items()}
+    return [batch[i] for i in index.tolist()]
+
+
+def batches(spec: TaskSpec, samples: Sequence[Sample], batch_size: int) -> Iterator[tuple[torch.Tensor, Any]]:
+    """Collate samples into (images [B, 3, H, W], targets) batches in order."""
+    for start in range(0, len(samples), batch_size):
+        yield spec.collate(samples[start:start + batch_size])
+
+
+def metric_value(spec: TaskSpec, num_classes: int, classes: list[str], preds: Any, targets: Any) -> dict[str, float]:
+    """The task's summarized metrics of predictions / targets (a fresh metric each call)."""
+    metric = spec.make_metric(num_classes)
+    metric.update(preds, targets)
+    return spec.summarize(metric.compute(), classes)
+
+
+@torch.no_grad()
+def predict_all(
+    spec: TaskSpec, model: nn.Module, samples: Sequence[Sample], batch_size: int,
+    perturb: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
+) -> tuple[Any, Any]:
+    """(predictions, targets) for all samples, joined along the image axis, on the CPU.
+    `perturb` maps a batch of model inputs (and its targets) to new inputs, e.g. an attack."""
+    preds, targets = [], []
+    device = next(model.parameters()).device
+    for images, batch_targets in batches(spec, samples, batch_size):
+        images = images.to(device)
+        if perturb is not None:
+            with torch.enable_grad():
+                images = perturb(images, to_device(batch_targets, device))
+        preds.append(to_device(spec.predict(model, images), "cpu"))
+        targets.append(batch_targets)
+    return concat(preds), concat(targets)
