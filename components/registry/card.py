@@ -32,8 +32,8 @@ def model_card(c: Candidate, version: str, verdict: Verdict) -> str:
     card_json = StagePaths(c.task).metrics.parent / "card" / "card.json"
     if card_json.exists():
         markdown, _ = write_card(card_json, verdict={**verdict.as_dict(), "version": version})
-        body = markdown.read_text()
+        body = markdown.read_text()  # its "Gate verdict" section now holds this verdict
     else:
         metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(c.metrics.items()))
-        body = f"## Test metrics\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
-    return f"{header}{body}\n{gate_section(verdict)}\n## Lineage\n\n| what | value |\n|---|---|\n{lineage}\n"
+        body = f"## Test metrics\n\n| metric | value |\n|---|---|\n{metrics}\n\n{gate_section(verdict)}"
+    return f"{header}{body}\n## Lineage\n\n| what | value |\n|---|---|\n{lineage}\n"
