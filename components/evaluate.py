@@ -54,6 +54,7 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
 def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:
     """Everything measured on the test split, as one JSON-able dict (the card's content)."""
     cfg, spec, ev = params.task(task), data.spec, params.task(task).evaluate
+    model.eval()  # predictions in eval mode; attacks switch modes themselves and restore this
     test = data.dataset("test")
     samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
     bs, classes = cfg.train.batch_size, data.classes

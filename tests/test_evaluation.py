@@ -124,10 +124,10 @@ def test_fgsm_and_pgd_equal_torchattacks(trained):
     pixels = to_pixels(images)
     eps = 4 / 255
     ours = adversarial.fgsm(CLS, model, pixels, targets, eps)
-    theirs = torchattacks.FGSM(Normalized(model), eps=eps)(pixels, targets)
+    theirs = torchattacks.FGSM(Normalized(model).eval(), eps=eps)(pixels, targets)
     assert (ours - theirs).abs().max() < 1e-5
     ours = adversarial.pgd(CLS, model, pixels, targets, eps, steps=7, step_size=1 / 255, random_start=False)
-    theirs = torchattacks.PGD(Normalized(model), eps=eps, alpha=1 / 255, steps=7, random_start=False)(pixels, targets)
+    theirs = torchattacks.PGD(Normalized(model).eval(), eps=eps, alpha=1 / 255, steps=7, random_start=False)(pixels, targets)
     # sign() flips where a gradient is ~0; allow a handful of such pixels
     assert ((ours - theirs).abs() > 1e-5).float().mean() < 1e-3
 
