@@ -188,6 +188,7 @@ class EvaluateConfig(Strict):
     eps: list[float] = [0.005, 0.01, 0.02, 0.04]
     pgd_steps: int = Field(10, ge=1)
     pgd_step_size: float = Field(0.25, gt=0, description="PGD step as a fraction of eps")
+    robustness_images: int = Field(256, ge=0, description="test images the corruption and attack passes use (0: all)")
     bootstrap_samples: int = Field(200, ge=10)
     min_group_size: int = Field(20, ge=1, description="smaller groups are reported as too small")
     explain_samples: int = Field(8, ge=0, description="Grad-CAM images of each of correct / wrong")

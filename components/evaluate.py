@@ -25,7 +25,7 @@ from components.config import Params
 from components.data.datamodule import CVDataModule
 from components.evaluation import adversarial, card, corruptions, fairness, plots
 from components.evaluation.explain import explanation_grid
-from components.evaluation.predictions import predict_all
+from components.evaluation.predictions import metric_value, predict_all
 from components.inference import load_checkpoint
 from components.paths import StagePaths
 from components.registry.lineage import data_hash
@@ -51,6 +51,19 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
     return {n: logged[k] for n, k in keys.items() if k in logged}
 
 
+def robustness_subset(spec, model, classes: list[str], samples: list, clean: float, size: int,
+                      batch_size: int, seed: int) -> tuple[list, float]:
+    """A fixed, seeded subsample of the test split for the corruption and attack passes (each
+    costs one or more clean passes), with the clean metric on that same subsample so that
+    retention compares like with like. size 0 (or >= the split) keeps every image."""
+    if not size or size >= len(samples):
+        return samples, clean
+    keep = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
+    subset = [samples[i] for i in keep]
+    preds, targets = predict_all(spec, model, subset, batch_size)
+    return subset, metric_value(spec, len(classes), classes, preds, targets)[spec.monitor]
+
+
 def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:
     """Everything measured on the test split, as one JSON-able dict (the card's content)."""
     cfg, spec, ev = params.task(task), data.spec, params.task(task).evaluate
@@ -65,10 +78,10 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
         metric = spec.make_metric(len(classes))
         metric.update(preds, targets)
         metrics = spec.summarize(metric.compute(), classes)
-        clean = metrics[spec.monitor]
         fair = fairness.fairness_report(spec, classes, preds, targets, groups, ev.bootstrap_samples, ev.min_group_size, params.seed)
-        robust = corruptions.corruption_report(spec, model, classes, samples, ev.corruptions, clean, bs, params.seed, bar)
-        adv = adversarial.adversarial_report(spec, model, classes, samples, ev.eps, ev.pgd_steps, ev.pgd_step_size, clean, bs, params.seed, bar)
+        subset, clean = robustness_subset(spec, model, classes, samples, metrics[spec.monitor], ev.robustness_images, bs, params.seed)
+        robust = corruptions.corruption_report(spec, model, classes, subset, ev.corruptions, clean, bs, params.seed, bar)
+        adv = adversarial.adversarial_report(spec, model, classes, subset, ev.eps, ev.pgd_steps, ev.pgd_step_size, clean, bs, params.seed, bar)
     champion = champion_errors(params, task, list(ev.corruptions))
     robust["mce"] = corruptions.mce(robust["errors"], champion)
     flat = {**metrics, **fairness.flat_metrics(fair), **adversarial.flat_metrics(adv), **corruptions.flat_metrics(robust, champion)}
