@@ -61,3 +61,21 @@ def test_split_fractions_must_sum_to_one():
 def test_missing_params_file_says_where_to_run(tmp_path):
     with pytest.raises(ConfigError, match="repository root"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_every_params_dependency_in_dvc_yaml_exists_for_every_task():
+    """DVC fails a stage whose declared params key is missing from params.yaml; catch it here
+    instead of mid-pipeline (e.g. a new per-task section added for one task only)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    raw = shipped()
+    missing = []
+    for task in raw["pipeline"]["tasks"]:
+        for name, stage in stages.items():
+            for key in stage.get("params", []):
+                node = raw
+                for part in key.replace("${item.task}", task).split("."):
+                    if not isinstance(node, dict) or part not in node:
+                        missing.append(f"{name}@{task}: {key}")
+                        break
+                    node = node[part]
+    assert not missing, f"params.yaml lacks keys that dvc.yaml depends on: {missing}"
