@@ -19,17 +19,18 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from components.registry.audit import alias_version, history
+from components.registry.audit import alias_version, history, registry_lock
 from components.tasks import TASKS
 from tests.conftest import stage_env
 from tests.registry_helpers import log_candidate, make_registry_workspace, set_gate, write_candidate
 
-# imports everything first, says it is ready, then waits for the go so both promote together
+# imports everything and opens the store first, says it is ready, then waits for the go
 RACER = """
 import sys, time, pathlib
-from components import promote
+from components import promote, tracking
 from components.config import load_params
 import components.evaluate, mlflow.pyfunc
+tracking.setup(load_params())  # open the store now: both racers read @champion right after the go
 pathlib.Path(sys.argv[1]).touch()
 while not pathlib.Path(sys.argv[2]).exists():
     time.sleep(0.005)
@@ -57,20 +58,29 @@ def test_two_simultaneous_promotions_make_one_champion(task, tmp_path, monkeypat
 
     env = {**stage_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlruns.db'}"}
     go = tmp_path / "go"
+    logs = [(tmp_path / f"{p.name}.log").open("w") for p in pipelines]  # files: a full pipe would stall a racer
     procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / f"ready-{p.name}"), str(go), task],
-                              cwd=p, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for p in pipelines]
+                              cwd=p, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+             for p, log in zip(pipelines, logs, strict=True)]
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # two torch+mlflow imports on a busy machine
         while not all((tmp_path / f"ready-{p.name}").exists() for p in pipelines):
-            assert time.monotonic() < deadline and all(proc.poll() is None for proc in procs), "racers did not start"
+            assert all(proc.poll() is None for proc in procs), "a racer exited before the start"
+            assert time.monotonic() < deadline, "racers did not start"
             time.sleep(0.05)
-        go.touch()
-        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+        # both racers read "no champion", then queue on the registry lock the test holds
+        with registry_lock(env["MLFLOW_TRACKING_URI"]):
+            go.touch()
+            time.sleep(5)
+        for proc in procs:
+            proc.wait(timeout=300)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+        for log in logs:
+            log.close()
+    outputs = [(tmp_path / f"{p.name}.log").read_text() for p in pipelines]
     assert [proc.returncode for proc in procs] == [0, 0], "\n".join(outputs)
 
     verdicts = [json.loads((p / "reports" / task / "gate.json").read_text()) for p in pipelines]
