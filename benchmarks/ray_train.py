@@ -45,18 +45,21 @@ def stage(ws: Path, *args: str) -> None:
         raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
 
 
-def platform_throughput(ws: Path, workers: int) -> tuple[float, float]:
-    """(images/s steady state, stage wall time s) of `cvops stage train` with N workers."""
+def platform_throughput(ws: Path, workers: int) -> tuple[float, float, float]:
+    """(images/s, images per CPU-second of a worker, stage wall time s) of `cvops stage
+    train` with N workers, steady state."""
     set_param(ws, "ray.num_workers", workers)
     started = time.perf_counter()
     stage(ws, "train")
     wall = time.perf_counter() - started
     run_id = json.loads((ws / "models" / TASK / "run.json").read_text())["run_id"]
-    history = client_for(ws).get_metric_history(run_id, "perf_train_images_per_s")
-    return statistics.median(m.value for m in history if m.step >= 1), wall
+    client = client_for(ws)
+    rate, per_cpu = (statistics.median(m.value for m in client.get_metric_history(run_id, name) if m.step >= 1)
+                     for name in ("perf_train_images_per_s", "perf_train_images_per_cpu_s"))
+    return rate, per_cpu, wall
 
 
-def bare_throughput(ws: Path, epochs: int) -> float:
+def bare_throughput(ws: Path, epochs: int) -> tuple[float, float]:
     """The same data pipeline, model, loss and optimizer in a plain loop, one process, one thread."""
     import torch
 
@@ -70,17 +73,18 @@ def bare_throughput(ws: Path, epochs: int) -> float:
     data = CVDataModule(ws / "data" / TASK, spec, cfg.data.image_size, cfg.train.batch_size, cfg.train.augment, 0)
     model = spec.build_model(cfg.model.arch, len(data.classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    rates = []
+    rates, per_cpu = [], []
     for _ in range(epochs):
         model.train()
-        images, started = 0, time.perf_counter()
+        images, started, cpu_started = 0, time.perf_counter(), time.process_time()
         for batch_images, targets in data.train_dataloader():
             optimizer.zero_grad()
             spec.loss(model, batch_images, targets).backward()
             optimizer.step()
             images += len(batch_images)
         rates.append(images / (time.perf_counter() - started))
-    return statistics.median(rates[1:])
+        per_cpu.append(images / (time.process_time() - cpu_started))
+    return statistics.median(rates[1:]), statistics.median(per_cpu[1:])
 
 
 def startup_cost() -> dict[str, float]:
@@ -106,16 +110,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--skip-startup", action="store_true", help="no Ray Train startup-cost figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ws = make_workspace(Path(tmp) / "ws", edit=bench_params(args.images, args.epochs))
         stage(ws, "prepare")
-        bare = bare_throughput(ws, args.epochs)
-        one, one_wall = platform_throughput(ws, 1)
-        two, two_wall = platform_throughput(ws, 2)
+        bare, bare_cpu = bare_throughput(ws, args.epochs)
+        one, one_cpu, one_wall = platform_throughput(ws, 1)
+        two, two_cpu, two_wall = platform_throughput(ws, 2)
     figures = {"bare_images_per_s": bare, "stage_1_worker_images_per_s": one, "ratio_1_worker_vs_bare": one / bare,
+               "bare_images_per_cpu_s": bare_cpu, "stage_1_worker_images_per_cpu_s": one_cpu,
+               "ratio_per_cpu_s_1_worker_vs_bare": one_cpu / bare_cpu,
                "stage_2_workers_images_per_s": two, "speedup_2_vs_1": two / one,
-               "stage_wall_1_worker_s": one_wall, "stage_wall_2_workers_s": two_wall, **startup_cost()}
+               "stage_2_workers_images_per_cpu_s_per_worker": two_cpu,
+               "stage_wall_1_worker_s": one_wall, "stage_wall_2_workers_s": two_wall,
+               **({} if args.skip_startup else startup_cost())}
     print(json.dumps({k: round(v, 3) for k, v in figures.items()}, indent=2))
 
 

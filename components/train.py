@@ -38,15 +38,16 @@ class EpochReport(L.Callback):
     """One line per epoch a person can follow, and the epoch's metrics to MLflow (rank 0).
 
     Also measures steady-state training throughput (images/s over all workers, training
-    batches only: from the epoch's start to its validation). `run_id` None (a tuning trial)
+    batches only: from the epoch's start to its validation), and images per CPU-second of
+    this worker process (all its threads), which a busy shared machine does not distort. `run_id` None (a tuning trial)
     prints only: the Tune driver logs trials, as SQLite takes one writer at a time."""
 
     def __init__(self, tracking_uri: str, run_id: str | None) -> None:
         self.tracking_uri, self.run_id, self.started = tracking_uri, run_id, time.monotonic()
-        self.epoch_start, self.images, self.images_per_s = 0.0, 0, 0.0
+        self.epoch_start, self.cpu_start, self.images, self.images_per_s, self.images_per_cpu_s = 0.0, 0.0, 0, 0.0, 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.epoch_start, self.images = time.perf_counter(), 0
+        self.epoch_start, self.cpu_start, self.images = time.perf_counter(), time.process_time(), 0
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.images += len(batch[0])
@@ -54,6 +55,7 @@ class EpochReport(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self.images:
             self.images_per_s = self.images * trainer.world_size / (time.perf_counter() - self.epoch_start)
+            self.images_per_cpu_s = self.images / (time.process_time() - self.cpu_start)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # runs after the epoch's validation, so train and val metrics are both in
@@ -61,6 +63,7 @@ class EpochReport(L.Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics["perf/train_images_per_s"] = self.images_per_s
+        metrics["perf/train_images_per_cpu_s"] = self.images_per_cpu_s
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "recall/" not in k and "perf/" not in k)
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({time.monotonic() - self.started:.0f}s)", flush=True)
         if self.run_id is None:

@@ -17,7 +17,7 @@ from typing import Any
 import mlflow
 
 from components import ray_cluster, tracking
-from components.config import Params, TaskConfig, params_hash
+from components.config import ConfigError, Params, TaskConfig, params_hash
 from components.paths import StagePaths
 from components.tasks import get_task
 
@@ -72,7 +72,10 @@ def run(params: Params, task: str) -> Path:
     """Search (or, tuning off, write no overrides); returns reports/<task>/tune.json."""
     cfg, out = params.task(task), StagePaths(task).tune_result
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not cfg.tune.enabled or not cfg.tune.search_space:
+    if cfg.tune.enabled and not cfg.tune.search_space:
+        raise ConfigError(f"params.yaml: tasks.{task}.tune.enabled is true but its search_space is empty; "
+                          "add dimensions (e.g. train.lr: {type: loguniform, low: 0.0003, high: 0.03}) or set enabled: false")
+    if not cfg.tune.enabled:
         out.write_text(json.dumps({"tuned": False, "best_config": {}, "run_id": None}, indent=2))
         print(f"tuning is off for {task} (tasks.{task}.tune): train uses params.yaml", flush=True)
         return out

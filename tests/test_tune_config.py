@@ -58,6 +58,12 @@ def test_tuning_off_writes_no_overrides_and_train_reads_params(tmp_path, monkeyp
     assert cfg == params.task(TASK) and tuned["tuned"] is False
 
 
+def test_tuning_on_without_a_search_space_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="search_space is empty"):
+        tune.run(params_with(enabled=True, search_space={}), TASK)
+
+
 def test_submit_builds_a_ray_job_of_the_stage_command():
     cmd = submit.command("train", TASK, "http://127.0.0.1:8265")
     assert cmd[:3] == ["ray", "job", "submit"] and cmd[cmd.index("--address") + 1] == "http://127.0.0.1:8265"
