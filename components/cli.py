@@ -8,8 +8,7 @@ import sys
 from collections.abc import Callable
 
 from components.config import ConfigError
-
-STAGES = ("prepare", "validate", "tune", "train", "evaluate", "promote")
+from components.paths import STAGES
 
 EPILOG = """\
 examples:

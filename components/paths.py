@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: the pipeline's stages in order, as dvc.yaml declares them (each one `cvops stage <name>`)
+STAGES = ("prepare", "validate", "tune", "train", "evaluate", "promote")
+
 
 @dataclass(frozen=True)
 class StagePaths:

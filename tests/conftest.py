@@ -30,6 +30,7 @@ def tiny_params(params: dict) -> dict:
         task["train"]["epochs"] = 2
         task["gate"]["thresholds"] = [{"metric": TASKS[name].monitor, "min": 0.0}]
     params["ray"]["num_workers"] = 2
+    params["pipeline"]["tasks"] = list(params["tasks"])  # every configured task, whatever the default
     return params
 
 
