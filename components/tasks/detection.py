@@ -216,5 +216,18 @@ class DetectionTask(DetectionData, TaskSpec):
         ids = [int(i) for i in pred["labels"][keep]]
         return draw_boxes(image, pred["boxes"][keep], [classes[i] for i in ids], pred["scores"][keep], ids)
 
+    def overlay(self, image, record):
+        """`cvops predict`: the served record's boxes (original coordinates) on the input image."""
+        from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
+
+        from components.evaluation.overlays import draw_boxes
+
+        shown = [d for d in record["detections"] if d["score"] >= OVERLAY_SCORE]
+        names = [d["label"] for d in shown]
+        boxes = torch.tensor([d["box"] for d in shown], dtype=torch.float32).reshape(-1, 4)
+        ids = [sorted(set(names)).index(n) + 1 for n in names]  # a stable colour per label
+        scores = torch.tensor([d["score"] for d in shown])
+        return to_pil_image(draw_boxes(pil_to_tensor(image.convert("RGB")), boxes, names, scores, ids))
+
 
 SPEC = DetectionTask()

@@ -144,5 +144,14 @@ class SegmentationTask(SegmentationData, TaskSpec):
 
         return draw_mask(image, pred, len(classes))
 
+    def overlay(self, image, record):
+        """`cvops predict`: the served record's class mask (original size) tinted on the image."""
+        from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
+
+        from components.evaluation.overlays import draw_mask
+
+        mask = torch.tensor(record["mask"])
+        return to_pil_image(draw_mask(pil_to_tensor(image.convert("RGB")), mask, max(2, int(mask.max()) + 1)))
+
 
 SPEC = SegmentationTask()
