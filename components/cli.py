@@ -175,6 +175,11 @@ def _exit_codes() -> dict[type, int]:
     return {ConfigError: 2, DataContractError: 3}
 
 
+def _task_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", help="task name, a section of params.yaml's `tasks`")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvops", description="Computer-vision MLOps: data -> validate -> train -> evaluate -> promote.",
@@ -222,28 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="print the audit trail of a task's model aliases",
                              description="Every move of @champion and @challenger of cvops-<TASK> (who, what, "
                              "when, from, to, gate verdict), oldest first, as kept in the MLflow registry.")
-    history.add_argument("task", help="task name, a section of params.yaml's `tasks`")
+    _task_argument(history)
     history.add_argument("--json", action="store_true", help="print the entries as JSON")
-    history.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     history.set_defaults(func=_history)
 
     rollback = sub.add_parser("rollback", help="move a task's @champion back to an earlier blessed version",
                               description="Point cvops-<TASK>@champion at an earlier version that passed the "
                               "gate (default: the newest blessed version older than the current champion). "
                               "The move is appended to the audit trail (`cvops history TASK`).")
-    rollback.add_argument("task", help="task name, a section of params.yaml's `tasks`")
+    _task_argument(rollback)
     rollback.add_argument("--to", metavar="VERSION", help="the version to make champion (must have passed the gate)")
-    rollback.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     rollback.set_defaults(func=_rollback)
 
     predict = sub.add_parser("predict", help="predict images with a task's @champion; writes JSON and overlays",
                              description="Run cvops-<TASK>@champion (through its MLflow pyfunc, as served) on "
                              "image files; writes predictions.json and one <image>.overlay.png per image.")
-    predict.add_argument("task", help="task name, a section of params.yaml's `tasks`")
+    _task_argument(predict)
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     predict.add_argument("--out", metavar="DIR", help="output folder (default: predictions/<TASK>)")
     predict.add_argument("--alias", default="champion", help="registry alias to use (default: champion)")
-    predict.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     predict.set_defaults(func=_predict)
     return parser
 
