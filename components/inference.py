@@ -50,7 +50,7 @@ def to_pil(image: Any) -> Image.Image:
 def predict_images(model: nn.Module, meta: dict[str, Any], images: list[Any], batch_size: int = 32) -> list[dict]:
     """Predictions as plain records (labels, boxes or masks, per the task)."""
     spec = get_task(meta["task"])
-    transform = build_transform(spec, meta["image_size"])
+    transform = build_transform(spec, meta["image_size"], targets=False)
     records: list[dict] = []
     for start in range(0, len(images), batch_size):
         pils = [to_pil(im) for im in images[start : start + batch_size]]

@@ -29,13 +29,14 @@ AUGMENTATIONS = {
 }
 
 
-def build_transform(spec: TaskSpec, image_size: int, augment: list[str] = ()) -> v2.Compose:
-    """Resize to a square, optional augmentations, float in [-1, 1], then the task's own
-    clean-up of targets (e.g. dropping boxes an augmentation pushed out of the image)."""
+def build_transform(spec: TaskSpec, image_size: int, augment: list[str] = (), targets: bool = True) -> v2.Compose:
+    """Resize to a square, optional augmentations, float in [-1, 1], then (with targets) the
+    task's own clean-up of targets (e.g. dropping boxes an augmentation pushed out of the
+    image). Inference transforms bare images: `targets=False`."""
     steps = [v2.Resize((image_size, image_size), antialias=True)]
     steps += [AUGMENTATIONS[name]() for name in augment]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
-    return v2.Compose(steps + spec.target_transforms())
+    return v2.Compose(steps + (spec.target_transforms() if targets else []))
 
 
 def dataset_classes(root: Path, spec: TaskSpec, records: list[dict[str, Any]]) -> list[str]:

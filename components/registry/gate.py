@@ -107,5 +107,5 @@ def evaluate_gate(gate: GateConfig, metrics: dict[str, float], task: str,
         return Verdict(False, checks, "no champion yet and gate.cold_start is 'refuse'")
     failed = [c.metric for c in checks if not c.passed]
     if failed:
-        return Verdict(False, checks, f"failed checks: {', '.join(failed)}", champion_version)
+        return Verdict(False, checks, f"failed checks: {', '.join(dict.fromkeys(failed))}", champion_version)  # each metric once
     return Verdict(True, checks, "all checks passed", champion_version)
