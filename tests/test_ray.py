@@ -114,6 +114,7 @@ def test_killed_worker_run_resumes_from_last_checkpoint(workspace):
     assert steps == set(range(epochs)), f"epochs logged: {sorted(steps)}"
 
 
+@pytest.mark.slow  # 4 trials x a TorchTrainer each: minutes on 2 cores (`make test-slow`)
 def test_tune_stops_trials_early_logs_nested_runs_and_feeds_train(workspace):
     ws, trials = workspace, 4
     set_param(ws, f"tasks.{TASK}.train.epochs", 2)
