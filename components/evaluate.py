@@ -10,7 +10,6 @@ attacked pass; fairness and bootstraps reuse the kept per-image predictions.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,6 @@ from components.tasks import get_task
 OVERLAY_IMAGES = 8  # test images drawn with their predictions
 
 
-def mlflow_key(key: str) -> str:
-    """MLflow metric names allow [\\w.\\- :/]; '/' and '@' become '_' (as before: test_<key>)."""
-    return "test_" + re.sub(r"[^\w.\- :]", "_", key)
-
-
 def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, float]:
     """Per-corruption errors the current @champion logged when it was evaluated ({} if none)."""
     client = mlflow.MlflowClient()
@@ -47,7 +41,7 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
     except mlflow.exceptions.MlflowException:
         return {}
     logged = client.get_run(version.run_id).data.metrics
-    keys = {n: mlflow_key(f"robustness/{n}_error") for n in names}
+    keys = {n: tracking.metric_key(f"robustness/{n}_error", "test_") for n in names}
     return {n: logged[k] for n, k in keys.items() if k in logged}
 
 
@@ -168,7 +162,7 @@ def run(params: Params, task: str) -> dict[str, float]:
     card_files = card.write_card(card_json)
     run_id = json.loads(paths.run_info.read_text())["run_id"]
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()})
+        mlflow.log_metrics({tracking.metric_key(k, "test_"): v for k, v in metrics.items()})
         for path in [paths.metrics, card_json, *card_files]:
             mlflow.log_artifact(str(path), "evaluation")
         for path in plot_paths.values():  # image artifacts, shown in the run's artifact view

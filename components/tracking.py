@@ -4,6 +4,7 @@ otherwise (an MLflow server for a team). Relative paths in params resolve from t
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import mlflow
@@ -41,3 +42,10 @@ def setup(params: Params) -> str:
 
 def model_name(params: Params, task: str) -> str:
     return f"{params.tracking.model_prefix}{task}"
+
+
+def metric_key(name: str, prefix: str = "") -> str:
+    """An MLflow metric name for one of ours: characters MLflow rejects ('/', '@', ...)
+    become '_', e.g. val/accuracy -> val_accuracy, adversarial/pgd_accuracy@0.01 ->
+    adversarial_pgd_accuracy_0.01."""
+    return prefix + re.sub(r"[^\w.\- :]", "_", name)

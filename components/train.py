@@ -69,7 +69,7 @@ class EpochReport(L.Callback):
         if self.run_id is None:
             return
         now = int(time.time() * 1000)
-        batch = [Metric(k.replace("/", "_"), v, now, trainer.current_epoch) for k, v in metrics.items()]
+        batch = [Metric(tracking.metric_key(k), v, now, trainer.current_epoch) for k, v in metrics.items()]
         mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
 
 
@@ -208,7 +208,7 @@ def run(params: Params, task: str) -> Path:
         module = CVModule(**lightning_ckpt["hyper_parameters"])
         module.load_state_dict(lightning_ckpt["state_dict"])
         save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
-        mlflow.log_metrics({f"best_{k.replace('/', '_')}": float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
+        mlflow.log_metrics({tracking.metric_key(k, "best_"): float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
         model_info = log_model(paths.model)
         paths.run_info.write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))
     return paths.model

@@ -91,7 +91,7 @@ def run(params: Params, task: str) -> Path:
             if started_here:
                 ray_cluster.shutdown()
         mlflow.log_params({f"best.{k}": v for k, v in best["best_config"].items()})
-        mlflow.log_metric(f"best_{metric.replace('/', '_')}", best["best_value"])
+        mlflow.log_metric(tracking.metric_key(metric, "best_"), best["best_value"])
     out.write_text(json.dumps({"tuned": True, **best, "run_id": run.info.run_id}, indent=2))
     return out
 

@@ -10,6 +10,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from ray import tune
 
+from components import tracking
+
 
 class MlflowTrials(tune.Callback):
     """Each trial a nested MLflow run under the tuning run: its sampled params, a metric
@@ -35,7 +37,7 @@ class MlflowTrials(tune.Callback):
         run_id = self.runs.get(trial.trial_id)
         step = int(result.get("training_iteration", 1)) - 1
         now = int(time.time() * 1000)
-        metrics = [Metric(k.replace("/", "_"), float(v), now, step) for k, v in result.items()
+        metrics = [Metric(tracking.metric_key(k), float(v), now, step) for k, v in result.items()
                    if k.startswith(("train/", "val/", "perf/")) and isinstance(v, int | float)]
         if run_id and metrics:
             self.client.log_batch(run_id, metrics=metrics)
