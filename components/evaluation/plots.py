@@ -61,6 +61,7 @@ def corruption_plot(report: dict, out: Path) -> Path:
         rows = [r for r in report["rows"] if r["corruption"] == name]
         ax.plot([r["severity"] for r in rows], [r["value"] for r in rows], marker="o", label=name)
     ax.axhline(report["clean"], color="black", linestyle="--", label="clean")
+    ax.set_xticks(sorted({r["severity"] for r in report["rows"]}))  # severities are levels 1..5
     ax.set_xlabel("severity")
     ax.set_ylabel(report["metric"])
     ax.set_title("Common corruptions")
