@@ -26,7 +26,7 @@ from components.config import Params
 from components.data.datamodule import CVDataModule
 from components.evaluation import adversarial, card, corruptions, fairness, plots
 from components.evaluation.explain import explanation_grid
-from components.evaluation.predictions import metric_value, predict_all, take
+from components.evaluation.predictions import monitor_value, predict_all, take
 from components.inference import load_checkpoint
 from components.paths import StagePaths
 from components.registry.lineage import data_hash
@@ -47,16 +47,16 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
     return {n: logged[k] for n, k in keys.items() if k in logged}
 
 
-def robustness_subset(spec, classes: list[str], samples: list, preds: Any, targets: Any, clean: float,
-                      size: int, seed: int) -> tuple[list, float]:
+def robustness_subset(spec, classes: list[str], samples: list, preds: Any, targets: Any, size: int,
+                      seed: int) -> tuple[list, float]:
     """A fixed, seeded subsample of the test split for the corruption and attack passes (each
-    costs one or more clean passes), with the clean metric on that same subsample (from the
-    kept predictions) so that retention compares like with like. size 0 (or >= the split)
-    keeps every image."""
-    if not size or size >= len(samples):
-        return samples, clean
-    keep = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
-    return [samples[i] for i in keep], metric_value(spec, len(classes), classes, take(preds, keep), take(targets, keep))[spec.monitor]
+    costs one or more clean passes), with the monitored metric of that same subsample (from
+    the kept predictions, measured as the corrupted and attacked ones are) so that retention
+    compares like with like. size 0 (or >= the split) keeps every image."""
+    keep = list(range(len(samples)))
+    if size and size < len(samples):
+        keep = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
+    return [samples[i] for i in keep], monitor_value(spec, classes, take(preds, keep), take(targets, keep))
 
 
 def suite_images(ev, test_images: int) -> int:
@@ -81,7 +81,7 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
         metric.update(preds, targets)
         metrics = spec.summarize(metric.compute(), classes)
         fair = fairness.fairness_report(spec, classes, preds, targets, groups, ev.bootstrap_samples, ev.min_group_size, params.seed)
-        subset, clean = robustness_subset(spec, classes, samples, preds, targets, metrics[spec.monitor], ev.robustness_images, params.seed)
+        subset, clean = robustness_subset(spec, classes, samples, preds, targets, ev.robustness_images, params.seed)
         robust = corruptions.corruption_report(spec, model, classes, subset, ev.corruptions, clean, bs, params.seed, bar)
         adv = adversarial.adversarial_report(spec, model, classes, subset, ev.eps, ev.pgd_steps, ev.pgd_step_size, clean, bs, params.seed, bar)
     champion = champion_errors(params, task, list(ev.corruptions))

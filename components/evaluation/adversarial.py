@@ -17,7 +17,7 @@ from torch import nn
 from components.evaluation.predictions import (
     Sample,
     concat,
-    metric_value,
+    monitor_value,
     take,
     to_device,
     to_model,
@@ -117,7 +117,7 @@ def adversarial_report(
             progress.update(2 * len(eps_grid) * n)
     targets = concat(targets_kept)
     curves = {
-        name: {0.0: clean} | {eps: metric_value(spec, len(classes), classes, concat(parts), targets)[spec.monitor]
+        name: {0.0: clean} | {eps: monitor_value(spec, classes, concat(parts), targets)
                               for eps, parts in zip(eps_grid, per_eps, strict=True)}
         for name, per_eps in kept.items()
     }

@@ -19,7 +19,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from components.evaluation.predictions import Sample, metric_value, predict_all, to_model, to_pixels
+from components.evaluation.predictions import (
+    Sample,
+    monitor_value,
+    predict_all,
+    to_model,
+    to_pixels,
+)
 from components.tasks.base import TaskSpec
 
 Photometric = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
@@ -108,7 +114,7 @@ def corruption_report(
     for name, lvls in levels.items():
         for severity, level in enumerate(lvls, start=1):
             preds, targets = predict_all(spec, model, corrupt_samples(spec, name, level, samples, seed), batch_size)
-            value = metric_value(spec, len(classes), classes, preds, targets)[spec.monitor]
+            value = monitor_value(spec, classes, preds, targets)
             rows.append({"corruption": name, "severity": severity, "level": level, "value": value})
             if progress is not None:
                 progress.update(len(samples))

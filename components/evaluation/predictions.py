@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,6 +78,12 @@ def metric_value(spec: TaskSpec, num_classes: int, classes: list[str], preds: An
     metric = spec.make_metric(num_classes)
     metric.update(preds, targets)
     return spec.summarize(metric.compute(), classes)
+
+
+def monitor_value(spec: TaskSpec, classes: list[str], preds: Any, targets: Any) -> float:
+    """The task's monitored metric of these images (TaskSpec.monitor_of_resamples, one copy
+    of each): how robustness rows and fairness groups are measured alike."""
+    return float(spec.monitor_of_resamples(preds, targets, classes)(np.ones((1, len(targets)), dtype=np.int64))[0])
 
 
 @torch.no_grad()
