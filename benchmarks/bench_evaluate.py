@@ -115,7 +115,14 @@ def bench(task: str, clock: Clock) -> dict[str, float]:
         predict_all(data.spec, model, samples, params.task(task).train.batch_size)
     with scratch_workspace(task), clock.time("whole stage in-process (evaluate.run)"):
         evaluate.run(params, task)
-    return {"images": len(samples), "subset": min(params.task(task).evaluate.robustness_images or len(samples), len(samples))}
+    ev, n = params.task(task).evaluate, len(samples)
+    subset = min(ev.robustness_images or n, n)
+    return {
+        "images": n, "subset": subset,
+        "forward": n + subset * (sum(map(len, ev.corruptions.values())) + 2 * len(ev.eps)),  # clean, corrupted, attacked
+        "backward": subset * (1 + len(ev.eps) * ev.pgd_steps),  # FGSM: one gradient for all eps; PGD: steps per eps
+        "pgd": subset * len(ev.eps) * ev.pgd_steps,
+    }
 
 
 def main() -> None:
@@ -146,11 +153,14 @@ def main() -> None:
         for name, (wall, cpu) in p.items():
             print(f"  {name:45s} {wall:8.2f} {cpu:8.2f}")
         print(f"  {'process start (imports), separately':45s} {imports:8.2f}")
+        passes = (f"model passes over images: {sizes['forward']} forward + {sizes['backward']} forward-and-backward "
+                  f"({sizes['pgd']} of them PGD's) vs {sizes['images']} forward in the clean pass")
+        print(f"  {passes}")
         stage_wall = stage[0] + imports
         rows.append((f"evaluate, {task}, default params ({sizes['images']} test images, {sizes['subset']} for robustness): "
                      "clean pass (decode + predict) / full suite / whole stage (suite + plots + card + MLflow + process start)",
                      f"wall {clean[0]:.1f} s / {suite[0]:.1f} s ({suite[0] / clean[0]:.0f}x) / {stage_wall:.1f} s ({stage_wall / clean[0]:.0f}x); "
-                     f"CPU {clean[1]:.1f} s / {suite[1]:.1f} s ({suite[1] / clean[1]:.0f}x)"))
+                     f"CPU {clean[1]:.1f} s / {suite[1]:.1f} s ({suite[1] / clean[1]:.0f}x); {passes}"))
     print("\n| figure | value | command | machine | date |\n|---|---|---|---|---|")
     command = f"`python benchmarks/bench_evaluate.py --task {' '.join(args.task)}`"
     for figure, value in rows:

@@ -59,11 +59,13 @@ def robustness_subset(spec, classes: list[str], samples: list, preds: Any, targe
     return [samples[i] for i in keep], monitor_value(spec, classes, take(preds, keep), take(targets, keep))
 
 
-def suite_images(ev, test_images: int) -> int:
-    """Images the suite predicts: the clean split, then each corruption level and each
-    attack at each eps on the robustness subsample (the progress bar's total)."""
+def suite_passes(ev, test_images: int) -> int:
+    """Image passes through the model in the suite (the progress bar's total): the clean
+    split, then on the robustness subsample each corruption level, and per eps one FGSM
+    prediction (after one gradient for all eps) and PGD's steps plus its prediction."""
     subset = min(ev.robustness_images or test_images, test_images)
-    return test_images + subset * (sum(map(len, ev.corruptions.values())) + 2 * len(ev.eps))
+    corrupted = sum(map(len, ev.corruptions.values()))
+    return test_images + subset * (corrupted + 1 + len(ev.eps) * (ev.pgd_steps + 2))
 
 
 def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:
@@ -74,7 +76,7 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
     samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
     bs, classes = cfg.train.batch_size, data.classes
     corruptions.check_names(list(ev.corruptions))
-    with tqdm(total=suite_images(ev, len(samples)), desc=f"evaluate {task}", unit="img") as bar:
+    with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass") as bar:
         preds, targets = predict_all(spec, model, samples, bs)
         bar.update(len(samples))
         metric = spec.make_metric(len(classes))

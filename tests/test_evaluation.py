@@ -55,8 +55,8 @@ def trained():
     return model, ["hbar", "vbar", "blob"], samples, groups
 
 
-def _accuracy(model, samples, perturb=None) -> float:
-    preds, targets = predict_all(CLS, model, samples, 64, perturb=perturb)
+def _accuracy(model, samples) -> float:
+    preds, targets = predict_all(CLS, model, samples, 64)
     return float((preds.argmax(1) == targets).float().mean())
 
 

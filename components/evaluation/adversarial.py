@@ -91,7 +91,7 @@ def adversarial_report(
     """The monitored metric under FGSM and PGD at each eps (eps 0 = clean). Every eps is
     attacked in the same batch: ~batch_size (image, eps) pairs per attack, so memory stays
     that of a training batch; FGSM takes one gradient per image for all eps. `progress`
-    advances by one per attacked image predicted."""
+    advances by one per image pass through the model (forward, or forward and backward)."""
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     grid = torch.tensor(eps_grid, dtype=torch.float32)
@@ -114,7 +114,7 @@ def adversarial_report(
                 kept[name][j].append(take(preds, torch.arange(j * n, (j + 1) * n)))
         targets_kept.append(targets)
         if progress is not None:
-            progress.update(2 * len(eps_grid) * n)
+            progress.update(n + len(eps_grid) * n * (steps + 2))  # FGSM: 1 gradient + E predictions; PGD: E x (steps + 1)
     targets = concat(targets_kept)
     curves = {
         name: {0.0: clean} | {eps: monitor_value(spec, classes, concat(parts), targets)
