@@ -64,8 +64,8 @@ def suite_passes(ev, test_images: int) -> int:
     split, then on the robustness subsample each corruption level, and per eps one FGSM
     prediction (after one gradient for all eps) and PGD's steps plus its prediction."""
     subset = min(ev.robustness_images or test_images, test_images)
-    corrupted = sum(map(len, ev.corruptions.values()))
-    return test_images + subset * (corrupted + 1 + len(ev.eps) * (ev.pgd_steps + 2))
+    attacked = 1 + len(ev.eps) * (ev.pgd_steps + 2) if ev.eps else 0
+    return test_images + subset * (sum(map(len, ev.corruptions.values())) + attacked)
 
 
 def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:

@@ -144,6 +144,11 @@ def test_every_eps_in_one_batch_equals_one_eps_at_a_time(trained):
     for j, e in enumerate(grid):
         alone = adversarial.pgd(CLS, model, pixels, targets, e, 5, e / 4, random_start=False)
         assert ((together[16 * j:16 * (j + 1)] - alone).abs() > 1e-5).float().mean() < 1e-3  # sign() of ~0 gradients
+    report = adversarial.adversarial_report(CLS, model, list("abc"), samples[:40], grid, 3, 0.25, 1.0, batch_size=16, seed=0)
+    images, targets = CLS.collate(samples[:40])
+    for eps in grid:  # the report's batches of (image, eps) pairs measure what one eps at a time does
+        adv = adversarial.fgsm(CLS, model, to_pixels(images), targets, eps)
+        assert report["curves"]["fgsm"][eps] == pytest.approx(_accuracy(model, list(zip(to_model(adv), targets, strict=True))))
 
 
 @pytest.mark.parametrize("eps", [0.03, 0.08])

@@ -92,6 +92,8 @@ def adversarial_report(
     attacked in the same batch: ~batch_size (image, eps) pairs per attack, so memory stays
     that of a training batch; FGSM takes one gradient per image for all eps. `progress`
     advances by one per image pass through the model (forward, or forward and backward)."""
+    if not eps_grid:
+        return {"metric": spec.monitor, "curves": {"fgsm": {0.0: clean}, "pgd": {0.0: clean}}}
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     grid = torch.tensor(eps_grid, dtype=torch.float32)
