@@ -3,8 +3,10 @@ robustness (corruptions, adversarial), explanations and a model card.
 
 Writes reports/<task>/metrics.json (flat, a DVC metric the gate reads), plot images and plot
 data under reports/<task>/evaluation/ (DVC plots), the card under reports/<task>/card/, and
-logs all of it to the training's MLflow run. The model runs once per clean / corrupted /
-attacked pass; fairness and bootstraps reuse the kept per-image predictions.
+logs all of it to the training's MLflow run. The model runs once over the clean split and
+once per corrupted / attacked copy of the robustness subsample (every eps of an attack in
+one batch); fairness, bootstraps and the subsample's clean metric reuse the kept per-image
+predictions.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from components.config import Params
 from components.data.datamodule import CVDataModule
 from components.evaluation import adversarial, card, corruptions, fairness, plots
 from components.evaluation.explain import explanation_grid
-from components.evaluation.predictions import metric_value, predict_all
+from components.evaluation.predictions import monitor_value, predict_all, take
 from components.inference import load_checkpoint
 from components.paths import StagePaths
 from components.registry.lineage import data_hash
@@ -45,17 +47,25 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
     return {n: logged[k] for n, k in keys.items() if k in logged}
 
 
-def robustness_subset(spec, model, classes: list[str], samples: list, clean: float, size: int,
-                      batch_size: int, seed: int) -> tuple[list, float]:
+def robustness_subset(spec, classes: list[str], samples: list, preds: Any, targets: Any, size: int,
+                      seed: int) -> tuple[list, float]:
     """A fixed, seeded subsample of the test split for the corruption and attack passes (each
-    costs one or more clean passes), with the clean metric on that same subsample so that
-    retention compares like with like. size 0 (or >= the split) keeps every image."""
-    if not size or size >= len(samples):
-        return samples, clean
-    keep = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
-    subset = [samples[i] for i in keep]
-    preds, targets = predict_all(spec, model, subset, batch_size)
-    return subset, metric_value(spec, len(classes), classes, preds, targets)[spec.monitor]
+    costs one or more clean passes), with the monitored metric of that same subsample (from
+    the kept predictions, measured as the corrupted and attacked ones are) so that retention
+    compares like with like. size 0 (or >= the split) keeps every image."""
+    keep = list(range(len(samples)))
+    if size and size < len(samples):
+        keep = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
+    return [samples[i] for i in keep], monitor_value(spec, classes, take(preds, keep), take(targets, keep))
+
+
+def suite_passes(ev, test_images: int) -> int:
+    """Image passes through the model in the suite (the progress bar's total): the clean
+    split, then on the robustness subsample each corruption level, and per eps one FGSM
+    prediction (after one gradient for all eps) and PGD's steps plus its prediction."""
+    subset = min(ev.robustness_images or test_images, test_images)
+    attacked = 1 + len(ev.eps) * (ev.pgd_steps + 2) if ev.eps else 0
+    return test_images + subset * (sum(map(len, ev.corruptions.values())) + attacked)
 
 
 def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:
@@ -66,14 +76,14 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
     samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
     bs, classes = cfg.train.batch_size, data.classes
     corruptions.check_names(list(ev.corruptions))
-    with tqdm(total=1 + sum(map(len, ev.corruptions.values())) + 2 * len(ev.eps), desc=f"evaluate {task}", unit="pass") as bar:
+    with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass") as bar:
         preds, targets = predict_all(spec, model, samples, bs)
-        bar.update()
+        bar.update(len(samples))
         metric = spec.make_metric(len(classes))
         metric.update(preds, targets)
         metrics = spec.summarize(metric.compute(), classes)
         fair = fairness.fairness_report(spec, classes, preds, targets, groups, ev.bootstrap_samples, ev.min_group_size, params.seed)
-        subset, clean = robustness_subset(spec, model, classes, samples, metrics[spec.monitor], ev.robustness_images, bs, params.seed)
+        subset, clean = robustness_subset(spec, classes, samples, preds, targets, ev.robustness_images, params.seed)
         robust = corruptions.corruption_report(spec, model, classes, subset, ev.corruptions, clean, bs, params.seed, bar)
         adv = adversarial.adversarial_report(spec, model, classes, subset, ev.eps, ev.pgd_steps, ev.pgd_step_size, clean, bs, params.seed, bar)
     champion = champion_errors(params, task, list(ev.corruptions))

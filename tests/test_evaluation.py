@@ -55,8 +55,8 @@ def trained():
     return model, ["hbar", "vbar", "blob"], samples, groups
 
 
-def _accuracy(model, samples, perturb=None) -> float:
-    preds, targets = predict_all(CLS, model, samples, 64, perturb=perturb)
+def _accuracy(model, samples) -> float:
+    preds, targets = predict_all(CLS, model, samples, 64)
     return float((preds.argmax(1) == targets).float().mean())
 
 
@@ -132,6 +132,25 @@ def test_fgsm_and_pgd_equal_torchattacks(trained):
     assert ((ours - theirs).abs() > 1e-5).float().mean() < 1e-3
 
 
+def test_every_eps_in_one_batch_equals_one_eps_at_a_time(trained):
+    model, _, samples, _ = trained
+    images, targets = CLS.collate(samples[:16])
+    pixels, grid = to_pixels(images), [0.01, 0.03]
+    together = adversarial.fgsm(CLS, model, pixels, targets, grid)  # one gradient for both budgets
+    for j, eps in enumerate(grid):
+        assert torch.allclose(together[16 * j:16 * (j + 1)], adversarial.fgsm(CLS, model, pixels, targets, eps))
+    eps = torch.tensor(grid).repeat_interleave(16)
+    together = adversarial.pgd(CLS, model, pixels.repeat(2, 1, 1, 1), targets.repeat(2), eps, 5, eps / 4, random_start=False)
+    for j, e in enumerate(grid):
+        alone = adversarial.pgd(CLS, model, pixels, targets, e, 5, e / 4, random_start=False)
+        assert ((together[16 * j:16 * (j + 1)] - alone).abs() > 1e-5).float().mean() < 1e-3  # sign() of ~0 gradients
+    report = adversarial.adversarial_report(CLS, model, list("abc"), samples[:40], grid, 3, 0.25, 1.0, batch_size=16, seed=0)
+    images, targets = CLS.collate(samples[:40])
+    for eps in grid:  # the report's batches of (image, eps) pairs measure what one eps at a time does
+        adv = adversarial.fgsm(CLS, model, to_pixels(images), targets, eps)
+        assert report["curves"]["fgsm"][eps] == pytest.approx(_accuracy(model, list(zip(to_model(adv), targets, strict=True))))
+
+
 @pytest.mark.parametrize("eps", [0.03, 0.08])
 def test_attacks_stay_in_budget_and_pgd_hurts_more(trained, eps):
     model, _, samples, _ = trained
@@ -175,31 +194,32 @@ def test_severity_five_hurts_more_than_one(trained):
     assert 0 < report["retention"] < 1
 
 
-def _box_and_mask_sample(size: int = 48):
+def _box_and_mask_sample(top: int, left: int, size: int = 48):
     from torchvision import tv_tensors
 
     image = torch.zeros(3, size, size)
-    image[:, 10:22, 14:34] = 1.0  # a white rectangle, the only bright thing
-    box = tv_tensors.BoundingBoxes([[14, 10, 34, 22]], format="XYXY", canvas_size=(size, size))
+    image[:, top:top + 12, left:left + 20] = 1.0  # a white rectangle, the only bright thing
+    box = tv_tensors.BoundingBoxes([[left, top, left + 20, top + 12]], format="XYXY", canvas_size=(size, size))
     mask = torch.zeros(size, size, dtype=torch.int64)
-    mask[10:22, 14:34] = 1
+    mask[top:top + 12, left:left + 20] = 1
     return image, {"boxes": box, "labels": torch.tensor([1]), "mask": tv_tensors.Mask(mask)}
 
 
 @pytest.mark.parametrize("name", list(corruptions.GEOMETRIC))
 @pytest.mark.parametrize("task", list(TASKS))
 def test_boxes_and_masks_follow_geometric_corruptions(name, task):
-    image, target = _box_and_mask_sample()
+    images, targets = zip(*[_box_and_mask_sample(10, 14), _box_and_mask_sample(24, 8)], strict=True)  # one batch
     level = EvaluateConfig().corruptions[name][4]
-    out, moved = corruptions.corrupt_sample(get_task(task), name, level, image, target, torch.Generator())
-    bright = out.mean(0) > 0.5
-    ys, xs = torch.nonzero(bright, as_tuple=True)
-    x1, y1, x2, y2 = moved["boxes"][0].tolist()
-    assert xs.min() >= x1 - 1 and xs.max() <= x2 and ys.min() >= y1 - 1 and ys.max() <= y2  # box holds the object
-    assert (xs.min() - x1) < 2 and (x2 - xs.max()) < 3  # and is tight in x
-    mask = moved["mask"] == 1
-    iou = (mask & bright).sum() / (mask | bright).sum()
-    assert iou > 0.85, iou
+    out, moved = corruptions.corrupt(get_task(task), name, level, torch.stack(images), targets, torch.Generator())
+    for image, target in zip(out, moved, strict=True):
+        bright = image.mean(0) > 0.5
+        ys, xs = torch.nonzero(bright, as_tuple=True)
+        x1, y1, x2, y2 = target["boxes"][0].tolist()
+        assert xs.min() >= x1 - 1 and xs.max() <= x2 and ys.min() >= y1 - 1 and ys.max() <= y2  # box holds the object
+        assert (xs.min() - x1) < 2 and (x2 - xs.max()) < 3  # and is tight in x
+        mask = target["mask"] == 1
+        iou = (mask & bright).sum() / (mask | bright).sum()
+        assert iou > 0.85, iou
 
 
 # ---- model card -------------------------------------------------------------------------

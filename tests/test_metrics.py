@@ -125,3 +125,42 @@ def test_segmentation_miou_and_dice_against_a_confusion_matrix():
     assert ours["dice"] == pytest.approx(np.mean(list(dice.values())), abs=1e-6)
     for c, value in iou.items():
         assert ours[f"iou/{classes[c]}"] == pytest.approx(value, abs=1e-6)
+
+
+def _resample_case(task: str) -> tuple[object, object, list[str]]:
+    """(preds, targets, classes) of a few dozen images, as predict_all keeps them."""
+    rng = np.random.default_rng(5)
+    if task == "detection":
+        preds, targets = [], []
+        for seed in range(4):  # 32 images; scores repeat across images (ties broken by image order)
+            p, t = detection_case(seed)
+            preds += p
+            targets += t
+        return preds, targets, CLASSES
+    if task == "segmentation":
+        target = rng.integers(0, 4, size=(24, 16, 16))
+        pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 4, size=target.shape))
+        target[:, :2] = IGNORE_INDEX
+        return torch.from_numpy(pred), torch.from_numpy(target), CLASSES
+    target = torch.from_numpy(rng.integers(0, 3, size=60))
+    probs = torch.softmax(torch.from_numpy(rng.normal(size=(60, 3))) + 0.8 * torch.nn.functional.one_hot(target, 3), dim=1).float()
+    return probs, target, CLASSES[1:]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_monitor_of_resamples_equals_the_metric_of_the_resampled_images(task):
+    """The vectorised metric of fairness groups and bootstraps (counts of copies per image)
+    against the task's metric on those images, and the generic per-multiset default."""
+    from components.evaluation.predictions import metric_value, take
+    from components.tasks.base import TaskSpec
+
+    spec = TASKS[task]
+    preds, targets, classes = _resample_case(task)
+    n, rng = len(targets), np.random.default_rng(0)
+    index = [np.sort(rng.choice(n, size=n, replace=True)) for _ in range(6)] + [np.arange(n), np.arange(0, n, 3)]
+    counts = np.stack([np.bincount(i, minlength=n) for i in index])
+    expected = [metric_value(spec, len(classes), classes, take(preds, i), take(targets, i))[spec.monitor] for i in index]
+    assert min(expected) > 0.1 and max(expected) < 1, "a non-trivial case"
+    assert spec.monitor_of_resamples(preds, targets, classes)(counts) == pytest.approx(expected, rel=1e-6)
+    generic = TaskSpec.monitor_of_resamples(spec, preds, targets, classes)
+    assert generic(counts[:2]) == pytest.approx(expected[:2], rel=1e-6)

@@ -1,9 +1,10 @@
 """Common corruptions at 5 severities (levels from params.yaml), deterministic given a seed.
 
-Each corruption maps one sample (pixels [3, H, W] in [0, 1], target) to a corrupted sample.
-Photometric ones leave the target alone; geometric ones are torchvision v2 transforms applied
-to image and target together (then the task's own target clean-up), so boxes and masks
-follow the image.
+A corruption maps a batch (pixels [N, 3, H, W] in [0, 1], one target per image) to a
+corrupted batch with tensor ops over the whole batch (JPEG: libjpeg per image, on the CPU).
+Photometric ones leave the targets alone; geometric ones are one torchvision v2 transform
+applied to the images and every target together (then the task's own target clean-up), so
+boxes and masks follow the images.
 """
 
 from __future__ import annotations
@@ -18,25 +19,31 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from components.evaluation.predictions import Sample, metric_value, predict_all, to_model, to_pixels
+from components.evaluation.predictions import (
+    Sample,
+    monitor_value,
+    predict_all,
+    to_model,
+    to_pixels,
+)
 from components.tasks.base import TaskSpec
 
 Photometric = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
 
 def _noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
-    return x + std * torch.randn(x.shape, generator=gen)
+    return x + std * torch.randn(x.shape, generator=gen).to(x)  # CPU generator: same on any device
 
 
 def _jpeg(x: torch.Tensor, quality: float, gen: torch.Generator) -> torch.Tensor:
-    encoded = TF.jpeg((x * 255).round().to(torch.uint8), quality=int(quality))
-    return encoded.float() / 255
+    encoded = TF.jpeg((x * 255).round().to(torch.uint8).cpu(), quality=int(quality))  # libjpeg: same on any device
+    return encoded.to(x.device).float() / 255
 
 
 def _pixelate(x: torch.Tensor, factor: float, gen: torch.Generator) -> torch.Tensor:
     h, w = x.shape[-2:]
-    small = F.interpolate(x[None], size=(max(1, round(h * factor)), max(1, round(w * factor))), mode="area")
-    return F.interpolate(small, size=(h, w), mode="nearest")[0]
+    small = F.interpolate(x, size=(max(1, round(h * factor)), max(1, round(w * factor))), mode="area")
+    return F.interpolate(small, size=(h, w), mode="nearest")
 
 
 def _blur(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
@@ -69,25 +76,30 @@ def check_names(names: Sequence[str]) -> None:
         raise ValueError(f"params.yaml tasks.<task>.evaluate.corruptions: unknown {unknown}; known corruptions: {', '.join(NAMES)}")
 
 
-def corrupt_sample(spec: TaskSpec, name: str, level: float, pixels: torch.Tensor, target: Any, gen: torch.Generator) -> tuple[torch.Tensor, Any]:
-    """One corrupted (pixels [3, H, W] in [0, 1], target)."""
+def generator(seed: int, name: str, level: float) -> torch.Generator:
+    """The random stream of one corruption at one level: it depends only on (seed, name,
+    level), so reruns give the same images (crc32, not hash(): str hashes change between
+    processes)."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{name}/{float(level)}".encode()))
+
+
+def corrupt(spec: TaskSpec, name: str, level: float, pixels: torch.Tensor, targets: Sequence[Any],
+            gen: torch.Generator) -> tuple[torch.Tensor, list[Any]]:
+    """A corrupted batch: pixels [N, 3, H, W] in [0, 1] and one target per image."""
     if name in PHOTOMETRIC:
-        return PHOTOMETRIC[name](pixels, level, gen).clamp(0, 1), target
-    transform = v2.Compose([GEOMETRIC[name](level), *spec.target_transforms()])
-    image, target = transform(tv_tensors.Image(pixels), target)
-    return image.as_subclass(torch.Tensor), target
+        return PHOTOMETRIC[name](pixels, level, gen).clamp(0, 1), list(targets)
+    images, moved = GEOMETRIC[name](level)(tv_tensors.Image(pixels), list(targets))
+    clean_up = spec.target_transforms()
+    if clean_up:
+        moved = [v2.Compose(clean_up)(target) for target in moved]
+    return images.as_subclass(torch.Tensor), moved
 
 
 def corrupt_samples(spec: TaskSpec, name: str, level: float, samples: Sequence[Sample], seed: int) -> list[Sample]:
-    """The samples (model input, target) under one corruption at one level; the random
-    stream depends only on (seed, name, level), so reruns give the same images."""
-    # crc32, not hash(): str hashes change between processes
-    gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{name}/{float(level)}".encode()))
-    out = []
-    for image, target in samples:
-        pixels, target = corrupt_sample(spec, name, level, to_pixels(image), target, gen)
-        out.append((to_model(pixels), target))
-    return out
+    """The samples (model input, target) under one corruption at one level, as one batch."""
+    images, targets = zip(*samples, strict=True)
+    pixels, targets = corrupt(spec, name, level, to_pixels(torch.stack(images)), targets, generator(seed, name, level))
+    return list(zip(to_model(pixels), targets, strict=True))
 
 
 def corruption_report(
@@ -95,16 +107,17 @@ def corruption_report(
     levels: dict[str, list[float]], clean: float, batch_size: int, seed: int, progress: Any = None,
 ) -> dict[str, Any]:
     """The monitored metric per corruption and severity (1..5), its mean over all of them,
-    retention (mean / clean) and each corruption's mean error (1 - metric)."""
+    retention (mean / clean) and each corruption's mean error (1 - metric). `progress`
+    advances by one per image predicted."""
     check_names(list(levels))
     rows = []
     for name, lvls in levels.items():
         for severity, level in enumerate(lvls, start=1):
             preds, targets = predict_all(spec, model, corrupt_samples(spec, name, level, samples, seed), batch_size)
-            value = metric_value(spec, len(classes), classes, preds, targets)[spec.monitor]
+            value = monitor_value(spec, classes, preds, targets)
             rows.append({"corruption": name, "severity": severity, "level": level, "value": value})
             if progress is not None:
-                progress.update()
+                progress.update(len(samples))
     mean = sum(r["value"] for r in rows) / len(rows)
     errors = {n: sum(1 - r["value"] for r in rows if r["corruption"] == n) / len(levels[n]) for n in levels}
     return {"metric": spec.monitor, "clean": clean, "rows": rows, "mean": mean,

@@ -3,8 +3,9 @@ bootstrap confidence intervals, and (where the task has labels to compare) demog
 parity and equalized odds differences.
 
 Groups are computed by fairlearn's MetricFrame. Its y_true / y_pred are image indices and
-its metric looks those images up in the kept predictions, so the same code serves accuracy,
-mAP and mIoU: every group (and every bootstrap resample) gets a fresh task metric.
+its metric is the task's monitored metric of those images in the kept predictions
+(TaskSpec.monitor_of_resamples), so the same code serves accuracy, mAP and mIoU; the
+bootstrap resamples are measured in one vectorised call.
 """
 
 from __future__ import annotations
@@ -14,28 +15,26 @@ from typing import Any
 import numpy as np
 from fairlearn.metrics import MetricFrame, demographic_parity_difference, equalized_odds_difference
 
-from components.evaluation.predictions import metric_value, take
 from components.tasks.base import TaskSpec
 
 
-def _metric_fn(spec: TaskSpec, classes: list[str], preds: Any, targets: Any):
-    """metric(y_true=image indices, y_pred=same indices) -> the task's monitored metric."""
+def _metric_fn(of_counts, n: int):
+    """metric(y_true=image indices, y_pred=same indices) -> the monitored metric of those images."""
     def fn(y_true, y_pred) -> float:
-        index = np.asarray(y_true, dtype=np.int64)
-        return metric_value(spec, len(classes), classes, take(preds, index), take(targets, index))[spec.monitor]
+        return float(of_counts(np.bincount(np.asarray(y_true, dtype=np.int64), minlength=n)[None])[0])
     return fn
 
 
-def _bootstrap(fn, groups: np.ndarray, names: list[str], samples: int, seed: int) -> np.ndarray:
-    """[samples, len(names)] metric values with images resampled within each group."""
+def _bootstrap(of_counts, groups: np.ndarray, names: list[str], samples: int, seed: int) -> np.ndarray:
+    """[samples, len(names)] metric values with images resampled within each group, all
+    resamples measured in one call (counts: copies of each image per resample)."""
     rng = np.random.default_rng(seed)
     members = {g: np.flatnonzero(groups == g) for g in names}
-    out = np.empty((samples, len(names)))
+    counts = np.zeros((samples, len(names), len(groups)), dtype=np.int32)
     for b in range(samples):
         for j, g in enumerate(names):
-            index = rng.choice(members[g], size=len(members[g]), replace=True)
-            out[b, j] = fn(index, index)
-    return out
+            counts[b, j] = np.bincount(rng.choice(members[g], size=len(members[g]), replace=True), minlength=len(groups))
+    return of_counts(counts.reshape(samples * len(names), len(groups))).reshape(samples, len(names))
 
 
 def label_parity(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> dict[str, float]:
@@ -63,7 +62,8 @@ def fairness_report(
     report: dict[str, Any] = {"metric": spec.monitor, "groups": []}
     if len(names) == 1 and names[0] == "":
         return report | {"status": "no_sensitive_attribute"}
-    fn = _metric_fn(spec, classes, preds, targets)
+    of_counts = spec.monitor_of_resamples(preds, targets, classes)
+    fn = _metric_fn(of_counts, len(groups_arr))
     measured = [str(g) for g, n in zip(names, counts, strict=True) if n >= min_group_size]
     rows = [{"group": str(g), "n": int(n), "status": "too_small", "value": None, "ci": None} for g, n in zip(names, counts, strict=True)]
     if not measured:
@@ -71,7 +71,7 @@ def fairness_report(
     keep = np.isin(groups_arr, measured)
     index = np.flatnonzero(keep)
     frame = MetricFrame(metrics=fn, y_true=index, y_pred=index, sensitive_features=groups_arr[keep])
-    boot = _bootstrap(fn, groups_arr, measured, bootstrap_samples, seed)
+    boot = _bootstrap(of_counts, groups_arr, measured, bootstrap_samples, seed)
     for row in rows:
         if row["group"] in measured:
             j = measured.index(row["group"])

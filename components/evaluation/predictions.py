@@ -8,9 +8,10 @@ per image (detection dicts), or a dict of those. `concat` and `take` handle all 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -79,20 +80,18 @@ def metric_value(spec: TaskSpec, num_classes: int, classes: list[str], preds: An
     return spec.summarize(metric.compute(), classes)
 
 
+def monitor_value(spec: TaskSpec, classes: list[str], preds: Any, targets: Any) -> float:
+    """The task's monitored metric of these images (TaskSpec.monitor_of_resamples, one copy
+    of each): how robustness rows and fairness groups are measured alike."""
+    return float(spec.monitor_of_resamples(preds, targets, classes)(np.ones((1, len(targets)), dtype=np.int64))[0])
+
+
 @torch.no_grad()
-def predict_all(
-    spec: TaskSpec, model: nn.Module, samples: Sequence[Sample], batch_size: int,
-    perturb: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
-) -> tuple[Any, Any]:
-    """(predictions, targets) for all samples, joined along the image axis, on the CPU.
-    `perturb` maps a batch of model inputs (and its targets) to new inputs, e.g. an attack."""
+def predict_all(spec: TaskSpec, model: nn.Module, samples: Sequence[Sample], batch_size: int) -> tuple[Any, Any]:
+    """(predictions, targets) for all samples, joined along the image axis, on the CPU."""
     preds, targets = [], []
     device = next(model.parameters()).device
     for images, batch_targets in batches(spec, samples, batch_size):
-        images = images.to(device)
-        if perturb is not None:
-            with torch.enable_grad():
-                images = perturb(images, to_device(batch_targets, device))
-        preds.append(to_device(spec.predict(model, images), "cpu"))
+        preds.append(to_device(spec.predict(model, images.to(device)), "cpu"))
         targets.append(batch_targets)
     return concat(preds), concat(targets)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -114,6 +115,22 @@ class TaskSpec(ABC):
     @abstractmethod
     def summarize(self, computed: Any, classes: list[str]) -> dict[str, float]:
         """Flat {metric_name: value} from the metric's compute(); includes `self.monitor`."""
+
+    def monitor_of_resamples(
+        self, preds: Any, targets: Any, classes: list[str]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """The monitored metric of multisets of the evaluated images (fairness groups and
+        their bootstrap resamples): returns fn(counts) with counts [B, N] the copies of each of
+        the N images in each of B multisets -> [B] values, each the metric of the predictions
+        and targets of those images. Default: one task-metric computation per multiset; tasks
+        whose metric derives from per-image statistics override it with one vectorised pass."""
+        from components.evaluation.predictions import metric_value, take
+
+        def fn(counts: np.ndarray) -> np.ndarray:
+            index = [np.repeat(np.arange(counts.shape[1]), row) for row in counts]
+            return np.array([metric_value(self, len(classes), classes, take(preds, i), take(targets, i))[self.monitor] for i in index])
+
+        return fn
 
     def plots(
         self, metric: Any, classes: list[str], out_dir: Path

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchmetrics
@@ -94,6 +95,11 @@ class ClassificationTask(TaskSpec):
         out = {k: float(v) for k, v in computed.items() if k != "confusion"}
         out.update({f"recall/{name}": float(r) for name, r in zip(classes, recall, strict=True)})
         return out
+
+    def monitor_of_resamples(self, preds, targets, classes):
+        """Accuracy of multisets of images: their correct copies / their copies."""
+        correct = (preds.argmax(dim=1) == targets).double().cpu().numpy()
+        return lambda counts: (counts @ correct) / np.maximum(counts.sum(axis=1), 1)
 
     def plots(self, metric, classes, out_dir):
         from components.evaluation.plots import confusion_matrix_plot

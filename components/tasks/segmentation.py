@@ -81,11 +81,11 @@ def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def iou_and_dice(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class IoU and Dice [C] from a confusion matrix [C, C] (true class per row); NaN for
-    a class absent from both prediction and target, so means skip it."""
+    """Per-class IoU and Dice [..., C] from confusion matrices [..., C, C] (true class per
+    row); NaN for a class absent from both prediction and target, so means skip it."""
     confusion = confusion.double()
-    tp = confusion.diag()
-    fp, fn = confusion.sum(dim=0) - tp, confusion.sum(dim=1) - tp
+    tp = confusion.diagonal(dim1=-2, dim2=-1)
+    fp, fn = confusion.sum(dim=-2) - tp, confusion.sum(dim=-1) - tp
     union = tp + fp + fn
     nan = torch.full_like(tp, float("nan"))
     iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
@@ -138,6 +138,20 @@ class SegmentationTask(SegmentationData, TaskSpec):
         out = {"miou": float(iou.nanmean()), "dice": float(dice.nanmean()), "pixel_accuracy": float(computed.diag().sum() / computed.sum().clamp(min=1))}
         out.update({f"iou/{name}": float(v) for name, v in zip(classes, iou, strict=True) if not v.isnan()})
         return out
+
+    def monitor_of_resamples(self, preds, targets, classes):
+        """mIoU of multisets of images from per-image confusion matrices (IGNORE_INDEX
+        pixels skipped): one matrix product for all multisets."""
+        n, c = len(preds), len(classes)
+        truth, predicted = targets.as_subclass(torch.Tensor).cpu().flatten(1), preds.cpu().flatten(1)
+        cells = (torch.arange(n)[:, None] * c * c + truth * c + predicted)[truth != IGNORE_INDEX]
+        per_image = torch.bincount(cells, minlength=n * c * c).reshape(n, c * c).double().numpy()
+
+        def fn(counts: np.ndarray) -> np.ndarray:
+            confusion = torch.from_numpy(counts.astype(np.float64) @ per_image).reshape(-1, c, c)
+            return iou_and_dice(confusion)[0].nanmean(dim=-1).numpy()
+
+        return fn
 
     def draw_prediction(self, image: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> torch.Tensor:
         from components.evaluation.overlays import draw_mask
