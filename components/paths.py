@@ -39,8 +39,10 @@ class StagePaths:
         return self.model_dir / "model.pt"
 
     @property
-    def run_info(self) -> Path:  # MLflow run and logged model of the training
-        return self.model_dir / "run.json"
+    def run_info(self) -> Path:  # train's other out: its MLflow run and logged model
+        # not in model_dir, so that the model output's DVC hash is the weights' alone and a
+        # deterministic retraining reproduces it (the run id is new on every run)
+        return Path("reports") / self.task / "train_run.json"
 
     @property
     def evaluation(self) -> Path:  # evaluate's outs
