@@ -29,7 +29,7 @@ def run(params: Params, task: str) -> Verdict:
     tracking.setup(params)
     client, name = MlflowClient(), tracking.model_name(params, task)
     candidate = Candidate(task, name, run_info["model_uri"], run_info["run_id"], metrics,
-                          lineage_tags(task, str(paths.data), params_hash(cfg), run_info["run_id"]))
+                          lineage_tags(task, str(paths.data), params_hash(cfg), run_info["run_id"], params))
     evaluate = champion_evaluator(name, paths.data, cfg.train.batch_size, cfg.gate)
     result = promote(client, tracking.tracking_uri(params), cfg.gate, candidate, evaluate)
     verdict = result.verdict
