@@ -49,6 +49,10 @@ class StagePaths:
         return Path("reports") / self.task / "evaluation"
 
     @property
+    def curves(self) -> Path:  # evaluate's plot data, one series per file (DVC plots with x/y)
+        return Path("reports") / self.task / "curves"
+
+    @property
     def metrics(self) -> Path:
         return Path("reports") / self.task / "metrics.json"
 

@@ -86,6 +86,11 @@ def test_a_fresh_clone_pulls_the_results_and_reruns_no_stage(published):
         assert (fresh / path).read_bytes() == (author / path).read_bytes(), path
     assert dvc(fresh, "metrics", "diff").stdout.strip() == ""  # workspace = the commit: no change
     assert "up to date" in dvc(fresh, "status").stdout
+    plots = json.loads(dvc(fresh, "plots", "show", "--json").stdout)["data"]
+    for name, x in {"pgd": "eps", "fgsm": "eps", "corruption_severity": "severity"}.items():
+        (plot,) = plots[f"reports/{TASK}/curves/{name}.json"]  # a curve per file, on its declared x
+        assert plot["type"] == "vega" and plot["content"]["encoding"]["x"]["field"] == x, plot
+        assert plot["content"]["data"]["values"], name
 
 
 def lineage_of_champion(author: Path) -> dict:
