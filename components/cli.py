@@ -119,6 +119,7 @@ def print_where_to_look(tasks: list[str] | None) -> None:
         f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
         "  Prefect UI:  cvops up                             (http://127.0.0.1:4200; flow runs, artifacts)",
         "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
+        "  Lineage:     cvops lineage <task>   (commit, data, params, runs of its @champion; how to rebuild it)",
     ]
     if Path(".venv").exists():
         lines.append("  (commands above run inside the project environment: prefix them with `uv run`)")

@@ -13,7 +13,6 @@ import textwrap
 from typing import Any
 
 import mlflow
-import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -72,20 +71,21 @@ def _git(*args: str) -> str:
         return ""
 
 
-def results_commit(task: str, model_hash: str) -> str:
-    """The newest commit (any branch) whose dvc.lock records this model's DVC hash as the
-    train stage's output: its outputs can be pulled and checked. '' outside the repository."""
-    if not model_hash:
-        return ""
-    for commit in _git("log", "--all", f"-{HISTORY_COMMITS}", "--format=%H", "--", "dvc.lock").split():
-        try:
-            stages = (yaml.safe_load(_git("show", f"{commit}:dvc.lock")) or {}).get("stages", {})
-        except yaml.YAMLError:
-            continue
-        outs = stages.get(f"train@{task}", {}).get("outs", [])
-        if any(o.get("path") == str(StagePaths(task).model_dir) and o.get("md5") == model_hash for o in outs):
-            return commit
-    return ""
+def results_commit(task: str, name: str, version: str, run_id: str) -> tuple[str, bool]:
+    """The newest commit whose promote output (reports/<task>/gate.json, committed with
+    dvc.lock) is this version's registration, so its outputs can be pulled and checked; and
+    whether a branch or tag has it (a clone gets it) rather than only a DVC experiment ref.
+    ('', False) when none does, or outside the repository."""
+    verdict = str(StagePaths(task).verdict)
+    for refs, shared in ((["--branches", "--tags", "--remotes"], True), (["--all"], False)):
+        for commit in _git("log", *refs, f"-{HISTORY_COMMITS}", "--format=%H", "--", verdict).split():
+            try:
+                recorded = json.loads(_git("show", f"{commit}:{verdict}") or "{}")
+            except json.JSONDecodeError:
+                continue
+            if (recorded.get("model"), str(recorded.get("version")), recorded.get("run_id")) == (name, version, run_id):
+                return commit, shared
+    return "", False
 
 
 def describe(client: MlflowClient, uri: str, tracking_uri: str, prefix: str = "cvops-") -> dict[str, Any]:
@@ -117,28 +117,30 @@ def describe(client: MlflowClient, uri: str, tracking_uri: str, prefix: str = "c
         "packages": {k.removeprefix("cvops.version."): v for k, v in sorted(tags.items()) if k.startswith("cvops.version.")},
         "gate": {"passed": tags.get("cvops.gate.passed") == "true", "reason": tags.get("cvops.gate.reason", "")},
         "metrics": _run_metrics(run_id),
-        "results_commit": results_commit(task, tags.get("cvops.model_hash", "")),
     }
+    lineage["results_commit"], lineage["results_on_branch"] = results_commit(task, mv.name, str(mv.version), run_id)
     lineage["reproduce"] = reproduce_commands(lineage)
     return lineage
 
 
 def reproduce_commands(lineage: dict[str, Any]) -> dict[str, Any]:
     """`commands` rebuild the model from scratch (every stage of its task up to evaluate, forced:
-    the registry is left alone) in a fresh clone; `check` pulls the recorded outputs of the
-    commit whose dvc.lock has this model and lets DVC confirm nothing would rerun."""
+    the registry is left alone) in a fresh clone; `check` pulls the outputs of the commit
+    where this version's results were committed and lets DVC confirm nothing would rerun."""
     git, task, dvc = lineage["git"], lineage["task"], lineage["dvc"]
     source = git["remote"] or git["root"] or "<URL of the cvops repository>"
     metrics = StagePaths(task).metrics
-    commands = [f"git clone {shlex.quote(source)} cvops-repro && cd cvops-repro",
-                f"git checkout {git['commit'] or '<commit>'}"]
-    if dvc["experiment"]:  # a `dvc exp run` / `cvops run --set` result: its params live in the experiment
-        commands.append(f"dvc exp pull origin {dvc['experiment']} && dvc exp apply {dvc['experiment']}")
-    commands += ["make install", "source .venv/bin/activate", f"dvc repro --force evaluate@{task}",
-                 f"dvc metrics show {metrics}"]
+    clone = [f"git clone {shlex.quote(source)} cvops-repro && cd cvops-repro"]
+    install = ["make install", "source .venv/bin/activate"]
+    # a `dvc exp run` / `cvops run --set` result: its params (and outputs) live in the experiment
+    experiment = [f"dvc exp pull origin {dvc['experiment']} && dvc exp apply {dvc['experiment']}"] if dvc["experiment"] else []
+    commands = [*clone, f"git checkout {git['commit'] or '<commit>'}", *experiment, *install,
+                f"dvc repro --force evaluate@{task}", f"dvc metrics show {metrics}"]
     notes = [f"{metrics} should equal the metrics above; dvc.lock's {lineage['model']['path']} hash "
              f"{lineage['model']['dvc_hash'] or NOT_RECORDED} (identical weights) on the same CPU type and thread "
              "count (README: Reproduce)"]
+    if "robustness/mce" in lineage["metrics"]:
+        notes.append("robustness/mce compares with the @champion of the time: a fresh MLflow store has none, so no mce")
     if git["dirty"]:
         notes.append(f"the working tree differed from the commit when promoted ({', '.join(git['dirty_files'])}): "
                      "the commit alone may not rebuild this model; its params are listed above")
@@ -148,9 +150,12 @@ def reproduce_commands(lineage: dict[str, Any]) -> dict[str, Any]:
     if lineage["params"]["values"].get(f"tasks.{task}.data", {}).get("source") == "path":
         notes.append("data.source is 'path': prepare copies data.path, which must exist here (or `dvc pull` the data)")
     check = []
-    if lineage["results_commit"]:
+    if lineage["results_commit"] and (lineage["results_on_branch"] or experiment):
+        # a local-path remote is per machine (the default one per checkout): name the one used
         remote = [f"dvc remote add --local -d cvops-source {shlex.quote(dvc['remote'])}"] if dvc["remote"] and "://" not in dvc["remote"] else []
-        check = [f"git checkout {lineage['results_commit']}", *remote, f"dvc pull --with-deps promote@{task}",
+        checkout = [f"git checkout {lineage['results_commit']}"] if lineage["results_on_branch"] else [
+            f"git checkout {git['commit'] or dvc['experiment_baseline']}", *experiment]
+        check = [*clone, *checkout, *install, *remote, f"dvc pull --with-deps promote@{task}",
                  f"dvc repro promote@{task}", f"dvc metrics show {metrics}"]
     return {"commands": commands, "check": check, "notes": notes}
 
@@ -172,8 +177,10 @@ def format_lineage(lin: dict[str, Any]) -> str:
     out += _section("code", [f"git {git['commit'] or NOT_RECORDED} ({state}) on {git['branch'] or '?'}",
                              f"repository {git['remote'] or git['root'] or NOT_RECORDED}"])
     out += _section("data", [f"{lin['data']['path']}  DVC hash {lin['data']['dvc_hash'] or NOT_RECORDED}"])
-    out += _section("model", [f"{lin['model']['path']}  DVC hash {lin['model']['dvc_hash'] or NOT_RECORDED}"
-                              + (f"  (dvc.lock of commit {lin['results_commit'][:12]})" if lin["results_commit"] else "")])
+    out += _section("model", [f"{lin['model']['path']}  DVC hash {lin['model']['dvc_hash'] or NOT_RECORDED}"])
+    if lin["results_commit"]:
+        out += _section("results", [f"committed in {lin['results_commit']} (dvc.lock, reports/{lin['task']}/)"
+                                    + ("" if lin["results_on_branch"] else " on a DVC experiment ref only")])
     out += _section("params", [f"hash {lin['params']['hash'] or NOT_RECORDED} (tasks.{lin['task']})", *params])
     out += _section("runs", [f"MLflow run {run['run_id']} ({run['run_name'] or 'not in this store'}) at {run['tracking_uri']}",
                              f"Prefect flow run {lin['prefect']['flow_run_id'] or 'none (dvc repro)'}; Ray {lin['ray_address'] or '?'}"
