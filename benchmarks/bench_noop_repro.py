@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,8 @@ def main() -> None:
             build = subprocess.run(COMMANDS["dvc repro"], cwd=ws, env=stage_env(), capture_output=True, text=True)
             if build.returncode:
                 raise SystemExit(build.stdout[-3000:] + build.stderr[-3000:])
+        if not (ws / "prefect.yaml").exists():  # a clone has it; cvops run reads it (cvops up's pool)
+            shutil.copy2(ROOT / "prefect.yaml", ws / "prefect.yaml")
         tasks = yaml.safe_load((ws / "params.yaml").read_text())["pipeline"]["tasks"]
         stages = len(yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]) * len(tasks)
         results = {name: [timed(ws, name) for _ in range(args.repeat)] for name in COMMANDS}
@@ -72,7 +75,7 @@ def main() -> None:
     for name, seconds in results.items():
         print(f"| no-change `{name}` on a built workspace ({stages} stages, all skipped), median of {args.repeat} "
               f"| {statistics.median(seconds):.1f} s (min {min(seconds):.1f}, max {max(seconds):.1f}) "
-              f"| `python benchmarks/bench_noop_repro.py{' --repeat ' + str(args.repeat) if args.repeat != 3 else ''}` "
+              f"| `python benchmarks/bench_noop_repro.py{''.join(' ' + a for a in sys.argv[1:])}` "
               f"| {machine} | {time.strftime('%Y-%m-%d')} |")
 
 
