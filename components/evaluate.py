@@ -151,6 +151,7 @@ def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int =
 
 def run(params: Params, task: str) -> dict[str, float]:
     cfg, paths, spec = params.task(task), StagePaths(task), get_task(task)
+    run_id = tracking.training_run(params, paths.run_info)  # before the work: the results are logged to it
     model, meta = load_checkpoint(paths.model)
     data = load_test_split(meta, paths.data, cfg.train.batch_size, str(paths.model))
     tracking.setup(params)
@@ -175,7 +176,6 @@ def run(params: Params, task: str) -> dict[str, float]:
         "plots": plot_paths, "verdict": None,
     }, indent=2))
     card_files = card.write_card(card_json)
-    run_id = json.loads(paths.run_info.read_text())["run_id"]
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({tracking.metric_key(k, "test_"): v for k, v in metrics.items()})
         for path in [paths.metrics, card_json, *card_files]:

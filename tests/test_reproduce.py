@@ -92,6 +92,13 @@ def test_a_fresh_clone_pulls_the_results_and_reruns_no_stage(published):
         assert plot["type"] == "vega" and plot["content"]["encoding"]["x"]["field"] == x, plot
         assert plot["content"]["data"]["values"], name
 
+    # the pulled outputs name the author's MLflow run, which this clone's store lacks: rerunning
+    # evaluate (e.g. after an evaluate param changed) stops at once and says what to do
+    rerun = subprocess.run([str(BIN / "cvops"), "stage", "evaluate", "--task", TASK], cwd=fresh, env=stage_env(),
+                           capture_output=True, text=True)
+    assert rerun.returncode == 2, rerun.stdout + rerun.stderr
+    assert "does not have" in rerun.stderr and "MLFLOW_TRACKING_URI" in rerun.stderr, rerun.stderr
+
 
 def lineage_of_champion(author: Path) -> dict:
     result = subprocess.run([str(BIN / "cvops"), "lineage", f"models:/cvops-{TASK}@champion", "--json"],
