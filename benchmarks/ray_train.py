@@ -52,7 +52,7 @@ def platform_throughput(ws: Path, workers: int) -> tuple[float, float, float]:
     started = time.perf_counter()
     stage(ws, "train")
     wall = time.perf_counter() - started
-    run_id = json.loads((ws / "models" / TASK / "run.json").read_text())["run_id"]
+    run_id = json.loads((ws / "reports" / TASK / "train_run.json").read_text())["run_id"]
     client = client_for(ws)
     rate, per_cpu = (statistics.median(m.value for m in client.get_metric_history(run_id, name) if m.step >= 1)
                      for name in ("perf_train_images_per_s", "perf_train_images_per_cpu_s"))

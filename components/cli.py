@@ -23,6 +23,8 @@ examples:
   cvops history classification                who moved @champion / @challenger, when, why
   cvops rollback classification [--to 3]      @champion back to an earlier blessed version
   cvops predict classification a.png b.png    the champion's predictions and overlays
+  cvops lineage models:/cvops-classification@champion
+                                              its commit, data, params, runs; how to rebuild it
   cvops up / cvops down                       local Prefect + MLflow servers and a worker
 """
 
@@ -117,6 +119,7 @@ def print_where_to_look(tasks: list[str] | None) -> None:
         f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
         "  Prefect UI:  cvops up                             (http://127.0.0.1:4200; flow runs, artifacts)",
         "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
+        "  Lineage:     cvops lineage <task>   (commit, data, params, runs of its @champion; how to rebuild it)",
     ]
     if Path(".venv").exists():
         lines.append("  (commands above run inside the project environment: prefix them with `uv run`)")
@@ -166,6 +169,12 @@ def _predict(args: argparse.Namespace) -> int:
     from components.registry.commands import predict_command
 
     return _registry(args, lambda params: predict_command(params, args.task, args.images, args.out, args.alias))
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from components.registry.commands import lineage_command
+
+    return _registry(args, lambda params: lineage_command(params, args.model, args.json))
 
 
 def _exit_codes() -> dict[type, int]:
@@ -247,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", metavar="DIR", help="output folder (default: predictions/<TASK>)")
     predict.add_argument("--alias", default="champion", help="registry alias to use (default: champion)")
     predict.set_defaults(func=_predict)
+
+    lineage = sub.add_parser("lineage", help="where a registered model came from, and how to rebuild it",
+                             description="The lineage of a model version (git commit and dirty flag, DVC hashes of "
+                             "its data and model, its params, MLflow run, Prefect flow run, package versions) and the "
+                             "commands that rebuild it from scratch in a fresh clone.")
+    lineage.add_argument("model", help="models:/<name>@<alias>, models:/<name>/<version>, or a task (its @champion)")
+    lineage.add_argument("--json", action="store_true", help="print the lineage as JSON")
+    lineage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    lineage.set_defaults(func=_lineage)
     return parser
 
 

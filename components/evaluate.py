@@ -93,7 +93,7 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
 
 
 def write_plots(task: str, data: CVDataModule, model, suite: dict[str, Any], params: Params) -> dict[str, str]:
-    """Images and plot data (JSON lists for `dvc plots show`) under reports/<task>/evaluation."""
+    """Images under reports/<task>/evaluation; their data for `dvc plots` in write_curves."""
     out, spec = StagePaths(task).evaluation, data.spec
     paths = dict(spec.plots(suite["metric_state"], data.classes, out))
     paths["corruptions"] = plots.corruption_plot(suite["corruptions"], out / "corruptions.png")
@@ -103,10 +103,25 @@ def write_plots(task: str, data: CVDataModule, model, suite: dict[str, Any], par
     grid = explanation_grid(spec, model, suite["samples"], data.classes, params.task(task).evaluate.explain_samples, out / "explanations.png")
     if grid is not None:
         paths["explanations"] = grid
-    (out / "adversarial.json").write_text(json.dumps(adversarial.curve_rows(suite["adversarial"]), indent=1))
-    (out / "corruptions.json").write_text(json.dumps(suite["corruptions"]["rows"], indent=1))
-    (out / "fairness.json").write_text(json.dumps([{"group": r["group"], "n": r["n"], "value": r["value"]} for r in suite["fairness"]["groups"]], indent=1))
+    write_curves(StagePaths(task).curves, suite)
     return {name: str(p) for name, p in paths.items()}
+
+
+def write_curves(out: Path, suite: dict[str, Any]) -> None:
+    """One series per JSON file, as dvc.yaml's evaluate plots declare them (x, y): the test
+    metric vs eps per attack, vs severity (mean over corruptions; 0 is clean), per group.
+    `dvc plots diff A B` overlays them across revisions and experiments."""
+    out.mkdir(parents=True, exist_ok=True)
+    corruption, rows = suite["corruptions"], suite["corruptions"]["rows"]
+    curves = {f"{attack}.json": [{"eps": eps, "value": v} for eps, v in sorted(curve.items())]
+              for attack, curve in suite["adversarial"]["curves"].items()}
+    severities = sorted({r["severity"] for r in rows})
+    curves["corruption_severity.json"] = [{"severity": 0, "value": corruption["clean"]}] + [
+        {"severity": s, "value": sum(r["value"] for r in rows if r["severity"] == s) / sum(r["severity"] == s for r in rows)}
+        for s in severities]
+    curves["groups.json"] = [{"group": r["group"], "value": r["value"]} for r in suite["fairness"]["groups"] if r["value"] is not None]
+    for name, data in curves.items():
+        (out / name).write_text(json.dumps(data, indent=1))
 
 
 def load_test_split(meta: dict[str, Any], data_dir: Path, batch_size: int, source: str) -> CVDataModule:
@@ -146,6 +161,7 @@ def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int =
 
 def run(params: Params, task: str) -> dict[str, float]:
     cfg, paths, spec = params.task(task), StagePaths(task), get_task(task)
+    run_id = tracking.training_run(params, paths.run_info)  # before the work: the results are logged to it
     model, meta = load_checkpoint(paths.model)
     data = load_test_split(meta, paths.data, cfg.train.batch_size, str(paths.model))
     tracking.setup(params)
@@ -170,7 +186,6 @@ def run(params: Params, task: str) -> dict[str, float]:
         "plots": plot_paths, "verdict": None,
     }, indent=2))
     card_files = card.write_card(card_json)
-    run_id = json.loads(paths.run_info.read_text())["run_id"]
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({tracking.metric_key(k, "test_"): v for k, v in metrics.items()})
         for path in [paths.metrics, card_json, *card_files]:

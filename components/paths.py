@@ -39,12 +39,18 @@ class StagePaths:
         return self.model_dir / "model.pt"
 
     @property
-    def run_info(self) -> Path:  # MLflow run and logged model of the training
-        return self.model_dir / "run.json"
+    def run_info(self) -> Path:  # train's other out: its MLflow run and logged model
+        # not in model_dir, so that the model output's DVC hash is the weights' alone and a
+        # deterministic retraining reproduces it (the run id is new on every run)
+        return Path("reports") / self.task / "train_run.json"
 
     @property
     def evaluation(self) -> Path:  # evaluate's outs
         return Path("reports") / self.task / "evaluation"
+
+    @property
+    def curves(self) -> Path:  # evaluate's plot data, one series per file (DVC plots with x/y)
+        return Path("reports") / self.task / "curves"
 
     @property
     def metrics(self) -> Path:

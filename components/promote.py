@@ -26,10 +26,11 @@ def run(params: Params, task: str) -> Verdict:
     check_config(cfg.gate, task)  # configuration errors before anything is read or registered
     metrics = json.loads(paths.metrics.read_text())
     run_info = json.loads(paths.run_info.read_text())
+    tracking.training_run(params, paths.run_info)  # the candidate is registered from it
     tracking.setup(params)
     client, name = MlflowClient(), tracking.model_name(params, task)
     candidate = Candidate(task, name, run_info["model_uri"], run_info["run_id"], metrics,
-                          lineage_tags(task, str(paths.data), params_hash(cfg), run_info["run_id"]))
+                          lineage_tags(task, str(paths.data), params_hash(cfg), run_info["run_id"], params))
     evaluate = champion_evaluator(name, paths.data, cfg.train.batch_size, cfg.gate)
     result = promote(client, tracking.tracking_uri(params), cfg.gate, candidate, evaluate)
     verdict = result.verdict

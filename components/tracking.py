@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 
-from components.config import Params
+from components.config import ConfigError, Params
 
 
 def tracking_uri(params: Params) -> str:
@@ -49,3 +49,22 @@ def metric_key(name: str, prefix: str = "") -> str:
     become '_', e.g. val/accuracy -> val_accuracy, adversarial/pgd_accuracy@0.01 ->
     adversarial_pgd_accuracy_0.01."""
     return prefix + re.sub(r"[^\w.\- :]", "_", name)
+
+
+def training_run(params: Params, run_info: Path) -> str:
+    """The training's MLflow run id from the train stage's run info, once the tracking store
+    has that run. Outputs pulled from another workspace (dvc pull) name a run of *its* store:
+    evaluate and promote log to and register from that run, so they say how to get it."""
+    import json
+
+    run_id = json.loads(Path(run_info).read_text())["run_id"]
+    try:
+        mlflow.MlflowClient(tracking_uri(params)).get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        task = Path(run_info).parent.name
+        raise ConfigError(
+            f"{run_info} names MLflow run {run_id}, which {tracking_uri(params)} does not have (outputs pulled "
+            "from another workspace?): set MLFLOW_TRACKING_URI to the store that has it, or retrain here "
+            f"(dvc repro --force train@{task})"
+        ) from None
+    return run_id

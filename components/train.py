@@ -102,7 +102,7 @@ def train_worker(config: dict[str, Any]) -> None:
     spec = get_task(config["task"])
     train_cfg = config["train"]
     data = CVDataModule(config["data_root"], spec, config["image_size"], train_cfg["batch_size"],
-                        train_cfg["augment"], train_cfg["num_dataloader_workers"])
+                        train_cfg["augment"], train_cfg["num_dataloader_workers"], seed=config["seed"])
     module = CVModule(config["task"], data.classes, config["model"], train_cfg)
     if config.get("init_state"):
         module.model.load_state_dict(torch.load(config["init_state"], weights_only=True)["state_dict"])
@@ -210,6 +210,7 @@ def run(params: Params, task: str) -> Path:
         save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
         mlflow.log_metrics({tracking.metric_key(k, "best_"): float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
         model_info = log_model(paths.model)
+        paths.run_info.parent.mkdir(parents=True, exist_ok=True)  # `cvops stage train` alone
         paths.run_info.write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))
     return paths.model
 

@@ -87,7 +87,7 @@ def write_candidate(ws: Path, task: str, candidate: LoggedCandidate) -> None:
     paths = StagePaths(task)
     (ws / paths.metrics).parent.mkdir(parents=True, exist_ok=True)
     (ws / paths.metrics).write_text(json.dumps(candidate.metrics))
-    (ws / paths.model_dir).mkdir(parents=True, exist_ok=True)
+    (ws / paths.run_info).parent.mkdir(parents=True, exist_ok=True)
     (ws / paths.run_info).write_text(json.dumps({"run_id": candidate.run_id, "model_uri": candidate.model_uri}))
 
 

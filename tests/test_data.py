@@ -85,3 +85,25 @@ def test_manifest_has_one_row_per_image_with_hash_and_geometry(tmp_path, small_c
     row = rows[0]
     assert row["readable"] == "True" and row["width"] == "48" and row["channels"] == "3"
     assert row["sha256"] == hashlib.sha256((root / row["path"]).read_bytes()).hexdigest()
+
+
+def first_train_batch(root: Path, seed: int, workers: int):
+    from components.data.datamodule import CVDataModule
+
+    data = CVDataModule(root, get_task("classification"), image_size=32, batch_size=8,
+                        augment=["hflip", "affine", "color"], num_workers=workers, seed=seed)
+    return next(iter(data.train_dataloader()))
+
+
+def test_train_batches_order_and_augmentation_follow_the_seed_alone(tmp_path):
+    """Shuffle order and augmentations in worker processes come from the datamodule's seed,
+    not from whatever state the process's global RNG is in."""
+    import torch
+
+    root = shapes.generate(tmp_path / "data", shapes.ShapesConfig(num_images=40, image_size=32, seed=7))
+    images, labels = first_train_batch(root, seed=1, workers=2)
+    torch.rand(10)  # the global RNG moves on: the next loader must not care
+    again_images, again_labels = first_train_batch(root, seed=1, workers=2)
+    assert torch.equal(images, again_images) and torch.equal(labels, again_labels)
+    other_images, _ = first_train_batch(root, seed=2, workers=2)
+    assert not torch.equal(images, other_images)

@@ -144,6 +144,15 @@ def test_changing_the_gate_reruns_only_promote(built_workspace):
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == verdict["version"]
 
 
+def test_changing_an_evaluation_param_reruns_evaluate_and_promote_only(built_workspace):
+    ws = built_workspace
+    model = (ws / "models" / TASK / "model.pt").read_bytes()
+    set_param(ws, f"tasks.{TASK}.evaluate.bootstrap_samples", 50)
+    result = dvc(ws, "repro")
+    assert ran_stages(result.stdout) == [f"evaluate@{TASK}", f"promote@{TASK}"]
+    assert (ws / "models" / TASK / "model.pt").read_bytes() == model, "the model was not retrained"
+
+
 def test_changing_a_training_param_reruns_train_and_downstream_only(built_workspace):
     set_param(built_workspace, f"tasks.{TASK}.train.epochs", 1)
     result = dvc(built_workspace, "repro")

@@ -109,7 +109,7 @@ def test_killed_worker_run_resumes_from_last_checkpoint(workspace):
     assert killed is not None, "the run ended before a worker could be killed"
     assert "resuming from the last checkpoint" in text, text[-4000:]
     assert text.count(f"epoch 1/{epochs}") == 1, "the restarted workers began again from epoch 1"
-    run_id = json.loads((ws / "models" / TASK / "run.json").read_text())["run_id"]
+    run_id = json.loads((ws / "reports" / TASK / "train_run.json").read_text())["run_id"]
     steps = {m.step for m in client_for(ws).get_metric_history(run_id, "val_accuracy")}
     assert steps == set(range(epochs)), f"epochs logged: {sorted(steps)}"
 
@@ -140,7 +140,7 @@ def test_tune_stops_trials_early_logs_nested_runs_and_feeds_train(workspace):
     assert sum(c.data.tags["cvops.stopped_early"] == "true" for c in children) == tuned["stopped_early"]
 
     cvops(ws, "stage", "train", "--task", TASK)
-    run_id = json.loads((ws / "models" / TASK / "run.json").read_text())["run_id"]
+    run_id = json.loads((ws / "reports" / TASK / "train_run.json").read_text())["run_id"]
     train_run = client.get_run(run_id)
     assert float(train_run.data.params["train.lr"]) == pytest.approx(tuned["best_config"]["train.lr"])
     assert train_run.data.tags["cvops.tuned_by"] == tuned["run_id"]

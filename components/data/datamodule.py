@@ -67,10 +67,16 @@ class ImageDataset(Dataset):
 
 
 class CVDataModule(L.LightningDataModule):
+    """Train batches are shuffled and augmented from `seed` alone: the loader's own generator
+    gives the shuffle order (without DDP) and the base seed of its worker processes, from
+    which torch seeds each worker's torch, numpy and random (Lightning's worker_init_fn, with
+    `seed_everything(workers=True)`, mixes in the rank). With `num_workers: 0` augmentations
+    draw from the process's torch RNG, which the train stage seeds."""
+
     def __init__(self, root: str | Path, spec: TaskSpec, image_size: int, batch_size: int,
-                 augment: list[str] = (), num_workers: int = 0) -> None:
+                 augment: list[str] = (), num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
-        self.root, self.spec = Path(root), spec
+        self.root, self.spec, self.seed = Path(root), spec, seed
         self.image_size, self.batch_size, self.augment, self.num_workers = image_size, batch_size, list(augment), num_workers
         self.records = spec.read_records(self.root)
         self.classes = dataset_classes(self.root, spec, self.records)
@@ -84,6 +90,7 @@ class CVDataModule(L.LightningDataModule):
         return DataLoader(
             self.dataset(split, train), batch_size=self.batch_size, shuffle=train, drop_last=False,
             num_workers=self.num_workers, collate_fn=self.spec.collate, persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

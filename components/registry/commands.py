@@ -1,4 +1,4 @@
-"""What `cvops history`, `cvops rollback` and `cvops predict` do (cli.py only parses)."""
+"""What `cvops history`, `cvops rollback`, `cvops predict` and `cvops lineage` do (cli.py only parses)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,15 @@ def predict_command(params: Params, task: str, images: list[str], out: str | Non
     records = predict_files(task, name, [Path(p) for p in images], out_dir, alias)
     lines = [f"{r['image']}: " + ", ".join(f"{k}={v}" for k, v in r.items() if k in ("label", "score")) for r in records]
     return "\n".join([*lines, f"{len(records)} prediction(s) of {name}@{alias} -> {out_dir}/predictions.json, overlays in {out_dir}/"])
+
+
+def lineage_command(params: Params, model: str, as_json: bool = False) -> str:
+    """`model`: models:/<name>@<alias>, models:/<name>/<version>, or a task (its @champion)."""
+    from components.registry.lineage_report import describe, format_lineage
+
+    if model in params.tasks:
+        model = f"models:/{tracking.model_name(params, model)}@champion"
+    uri = tracking.tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    lineage = describe(MlflowClient(uri), model, uri, params.tracking.model_prefix)
+    return json.dumps(lineage, indent=2) if as_json else format_lineage(lineage)
