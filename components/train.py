@@ -93,9 +93,13 @@ def train_worker(config: dict[str, Any]) -> None:
         RayTrainReportCallback,
         prepare_trainer,
     )
+    from ray.train.v2._internal.execution import context as train_context
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # GPU/TPU/tips INFO chatter
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "Reporting training result N" (each epoch): Train logs it through a logger named by its
+    # file's path, a child of the root logger that RunConfig's LoggingConfig does not reach
+    logging.getLogger(train_context.__file__).setLevel(config["train_log_level"])
     _announce(config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
@@ -144,13 +148,14 @@ def worker_config(params: Params, task: str, cfg: TaskConfig, use_gpu: bool, run
         "cpus_per_worker": params.ray.cpus_per_worker, "use_gpu": use_gpu, "precision": precision,
         "tracking_uri": tracking.tracking_uri(params), "run_id": run_id,
         "init_state": ray_cluster.resolve_init(cfg.model.init_from, params),
+        "train_log_level": params.ray.train_log_level,
     }
 
 
 def build_trainer(params: Params, config: dict[str, Any], name: str, max_failures: int | None = None,
                   callbacks: list | None = None):
     """A TorchTrainer of `train_worker` with the cluster settings of params.yaml's `ray`."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     monitor = f"val/{get_task(config['task']).monitor}"
@@ -172,6 +177,9 @@ def build_trainer(params: Params, config: dict[str, Any], name: str, max_failure
                 controller_failure_limit=0,  # a controller that cannot place its workers fails the run
             ),
             callbacks=callbacks,
+            # Train's INFO lines (each checkpoint, each report) on the console; its session
+            # log files keep every level
+            logging_config=LoggingConfig(log_level=params.ray.train_log_level),
         ),
     )
 
