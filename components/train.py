@@ -22,7 +22,7 @@ import mlflow
 import torch
 from mlflow.entities import Metric
 
-from components import ray_cluster, tracking
+from components import ray_cluster, resume, tracking
 from components.config import Params, TaskConfig, params_hash
 from components.data.datamodule import CVDataModule
 from components.inference import save_checkpoint
@@ -192,34 +192,59 @@ def storage_path(params: Params) -> str:
 
 def run(params: Params, task: str) -> Path:
     """Train `task` on its prepared data (with the tune stage's best config); returns the
-    path of the written checkpoint."""
+    path of the written checkpoint. An interrupted training with the same inputs is resumed
+    (components.resume)."""
     from components import tune as tuning
 
-    paths, spec = StagePaths(task), get_task(task)
     cfg, tuned = tuning.tuned_config(params, task)
     experiment_id = tracking.setup(params)
-    with mlflow.start_run(run_name=f"{task}-train", experiment_id=experiment_id) as run:
+    with resume.slot(storage_path(params), task, resume.training_inputs(params, task, cfg)) as slot, \
+            _mlflow_run(slot, task, experiment_id) as run:
         mlflow.set_tags({"cvops.task": task, "cvops.stage": "train", "cvops.params_hash": params_hash(cfg),
-                         "cvops.tuned_by": tuned.get("run_id") or "none"})
+                         "cvops.tuned_by": tuned.get("run_id") or "none", "cvops.ray_run": slot.name})
         mlflow.log_params({**_flat("model", cfg.model.model_dump()), **_flat("train", cfg.train.model_dump()),
                            **_flat("data", cfg.data.model_dump()), "ray.num_workers": params.ray.num_workers})
         use_gpu, started_here = ray_cluster.connect(params)
         try:
             config = worker_config(params, task, cfg, use_gpu, run.info.run_id)
-            result = build_trainer(params, config, name=f"{task}-{run.info.run_id[:8]}").fit()
+            slot.start(run.info.run_id)
+            result = build_trainer(params, config, name=slot.name).fit()
         finally:
             if started_here:
                 ray_cluster.shutdown()
-        best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][f"val/{spec.monitor}"])
-        with best.as_directory() as ckpt_dir:
-            lightning_ckpt = torch.load(Path(ckpt_dir) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
-        module = CVModule(**lightning_ckpt["hyper_parameters"])
-        module.load_state_dict(lightning_ckpt["state_dict"])
-        save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
-        mlflow.log_metrics({tracking.metric_key(k, "best_"): float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
-        model_info = log_model(paths.model)
-        paths.run_info.write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))
-    return paths.model
+        write_outputs(task, cfg, result, experiment_id, run.info.run_id)
+        mlflow.set_tag("cvops.ray_run", slot.finish(run.info.run_id))
+    return StagePaths(task).model
+
+
+@contextlib.contextmanager
+def _mlflow_run(slot: resume.Slot, task: str, experiment_id: str):
+    """The MLflow run of the training: the interrupted one's when resuming (if it still exists)."""
+    run_id = slot.resume_run_id
+    if run_id:
+        try:
+            found = mlflow.MlflowClient().get_run(run_id)
+            run_id = run_id if (found.info.lifecycle_stage, found.info.experiment_id) == ("active", experiment_id) else None
+        except mlflow.exceptions.MlflowException:
+            run_id = None
+        print(f"resuming the interrupted training {slot.name} (same params, data and code): its last checkpoint, "
+              f"{f'MLflow run {run_id}' if run_id else 'a new MLflow run'}", flush=True)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{task}-train", experiment_id=experiment_id) as run:
+        yield run
+
+
+def write_outputs(task: str, cfg: TaskConfig, result, experiment_id: str, run_id: str) -> None:
+    """models/<task>/model.pt from the best checkpoint, the MLflow model and run.json."""
+    paths, spec = StagePaths(task), get_task(task)
+    best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][f"val/{spec.monitor}"])
+    with best.as_directory() as ckpt_dir:
+        lightning_ckpt = torch.load(Path(ckpt_dir) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+    module = CVModule(**lightning_ckpt["hyper_parameters"])
+    module.load_state_dict(lightning_ckpt["state_dict"])
+    save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
+    mlflow.log_metrics({tracking.metric_key(k, "best_"): float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
+    model_info = log_model(paths.model)
+    paths.run_info.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))
 
 
 def log_model(checkpoint: Path) -> mlflow.models.model.ModelInfo:
