@@ -7,6 +7,14 @@ loop on the same model, data and batch size; the fixed startup cost of a Ray Tra
 Throughput counts training batches only (epoch start to its validation), as images/s
 summed over workers, median over the epochs after the first. The stage's figure comes
 from its own per-epoch MLflow metric `perf_train_images_per_s` (components/train.py).
+
+    uv run python benchmarks/ray_train.py --breakdown [--repeats 3]
+
+The gap between the train stage (1 worker) and the bare loop per CPU-second, one layer at a
+time, each variant in its own process (1 torch thread), same measuring window as the stage
+(training batches of an epoch, median over the epochs after the first), interleaved repeats:
+bare loop -> Lightning (single device, no self.log) -> + self.log -> + deterministic=True ->
++ DDP at world size 1 (gloo; what RayDDPStrategy is) -> the Ray Train stage itself.
 """
 
 from __future__ import annotations
@@ -87,6 +95,76 @@ def bare_throughput(ws: Path, epochs: int) -> tuple[float, float]:
     return statistics.median(rates[1:]), statistics.median(per_cpu[1:])
 
 
+LAYERS = {  # variant: (self.log, deterministic, DDP at world size 1: None or its kwargs)
+    "lightning": (False, False, None),
+    "lightning+log": (True, False, None),
+    "lightning+log+deterministic": (True, True, None),
+    "lightning+log+deterministic+ddp": (True, True, {}),
+}
+
+
+def lightning_throughput(ws: Path, epochs: int, log: bool, deterministic: bool, ddp: dict | None) -> float:
+    """Images per CPU-second of this process with the stage's LightningModule and Trainer
+    settings, without Ray; measured by the stage's own EpochReport callback."""
+    import types
+
+    import lightning as L
+    import torch
+
+    from components.config import load_params
+    from components.data.datamodule import CVDataModule
+    from components.module import CVModule
+    from components.tasks import get_task
+    from components.train import EpochReport
+
+    torch.set_num_threads(1)
+    cfg, spec = load_params(ws / "params.yaml").task(TASK), get_task(TASK)
+    L.seed_everything(0, verbose=False)
+    data = CVDataModule(ws / "data" / TASK, spec, cfg.data.image_size, cfg.train.batch_size, cfg.train.augment, 0)
+    module = CVModule(TASK, data.classes, cfg.model.model_dump(), cfg.train.model_dump())
+    if not log:
+        module.training_step = types.MethodType(lambda self, batch, _: spec.loss(self.model, *batch), module)
+    rates = []
+
+    class Meter(EpochReport):
+        def on_validation_epoch_start(self, trainer, pl_module):
+            super().on_validation_epoch_start(trainer, pl_module)
+            if not trainer.sanity_checking and self.images:
+                rates.append(self.images_per_cpu_s)
+
+    strategy = "auto" if ddp is None else L.pytorch.strategies.DDPStrategy(process_group_backend="gloo", **ddp)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, strategy=strategy, deterministic=deterministic,
+                        callbacks=[Meter("", None)], enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, logger=False)
+    trainer.fit(module, datamodule=data)
+    return statistics.median(rates[1:])
+
+
+def run_variant(ws: Path, variant: str, epochs: int) -> float:
+    """One variant in a fresh process (no state shared: deterministic flags, process groups)."""
+    out = subprocess.run([sys.executable, __file__, "--variant", variant, "--workspace", str(ws), "--epochs", str(epochs)],
+                         env={**stage_env(), "OMP_NUM_THREADS": "1"},  # as Ray sets it for a 1-CPU worker
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stdout[-3000:] + out.stderr[-3000:])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def breakdown(ws: Path, epochs: int, repeats: int) -> dict[str, float]:
+    """Images per CPU-second of each layer (median over interleaved repeats) and its ratio to the bare loop."""
+    figures: dict[str, list[float]] = {name: [] for name in ["bare", *LAYERS, "ray_train_stage_1_worker"]}
+    for _ in range(repeats):
+        for name in figures:
+            if name == "ray_train_stage_1_worker":
+                figures[name].append(platform_throughput(ws, 1)[1])
+            else:
+                figures[name].append(run_variant(ws, name, epochs))
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    return {**{f"{k}_images_per_cpu_s": v for k, v in medians.items()},
+            **{f"ratio_{k}_vs_bare": v / medians["bare"] for k, v in medians.items() if k != "bare"},
+            **{f"all_{k}": v for k, v in figures.items()}}
+
+
 def startup_cost() -> dict[str, float]:
     """ray.init of a local cluster, and TorchTrainer.fit() of a no-op loop on 2 workers."""
     import ray
@@ -111,10 +189,22 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--skip-startup", action="store_true", help="no Ray Train startup-cost figures")
+    parser.add_argument("--breakdown", action="store_true", help="the stage-vs-bare gap per CPU-second, layer by layer")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the breakdown")
+    parser.add_argument("--variant", choices=["bare", *LAYERS], help=argparse.SUPPRESS)  # one breakdown process
+    parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.variant:
+        print(bare_throughput(args.workspace, args.epochs)[1] if args.variant == "bare"
+              else lightning_throughput(args.workspace, args.epochs, *LAYERS[args.variant]))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ws = make_workspace(Path(tmp) / "ws", edit=bench_params(args.images, args.epochs))
         stage(ws, "prepare")
+        if args.breakdown:
+            print(json.dumps({k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 3)
+                              for k, v in breakdown(ws, args.epochs, args.repeats).items()}, indent=2))
+            return
         bare, bare_cpu = bare_throughput(ws, args.epochs)
         one, one_cpu, one_wall = platform_throughput(ws, 1)
         two, two_cpu, two_wall = platform_throughput(ws, 2)
