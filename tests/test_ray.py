@@ -109,6 +109,7 @@ def job_server() -> Iterator[tuple[str, Path]]:
 
 def test_two_workers_train_on_two_nodes(workspace, two_node_cluster, tmp_path):
     ws = workspace
+    set_param(ws, "ray.num_workers", 2)
     set_param(ws, "ray.shared_data_dir", str(tmp_path / "shared"))  # what an NFS mount would be
     env = {**stage_env(), "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "token"}
     try:
@@ -157,9 +158,11 @@ def _wait_for(find, timeout: float = 120):
 def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     """The stage's driver is killed after a checkpoint; rerun with the same params, data and
     code, it continues from that checkpoint (no epoch 1 again) in the same MLflow run, and
-    the finished run's directory is moved aside (a later rerun starts fresh)."""
+    the finished run's directory is moved aside (a later rerun starts fresh). One worker: the
+    world-size-1 path (no DDP wrapper), which the other tests' two workers do not take."""
     ws, epochs = workspace, 8
     set_param(ws, "ray.max_failures", 0)
+    set_param(ws, "ray.num_workers", 1)
     set_param(ws, f"tasks.{TASK}.train.epochs", epochs)
     process = subprocess.Popen([str(BIN / "cvops"), "stage", "train", "--task", TASK], cwd=ws, env=stage_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -199,6 +202,7 @@ def test_submit_runs_the_train_stage_as_a_ray_job(workspace, job_server):
     store the submitter names; token auth on all the way."""
     ws, (address, _) = workspace, job_server
     set_param(ws, "ray.max_failures", 0)
+    set_param(ws, "ray.num_workers", 2)
     set_param(ws, f"tasks.{TASK}.train.epochs", 2)
     store = f"sqlite:///{ws / 'mlruns.db'}"
     client = client_for(ws)
