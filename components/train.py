@@ -124,6 +124,10 @@ def train_worker(config: dict[str, Any]) -> None:
         logger=False,
         deterministic=True,
     )
+    # deterministic=True also NaN-fills every new tensor (torch.empty) to expose reads of
+    # uninitialized memory: ~4 % of a small CNN's CPU step (benchmarks/RESULTS.md). The
+    # algorithms stay deterministic without it (PyTorch's docs say valid programs may turn it off)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     trainer = prepare_trainer(trainer)
     checkpoint = ray.train.get_checkpoint()  # the latest reported one after a restart, else None
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
