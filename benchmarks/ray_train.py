@@ -234,12 +234,17 @@ def breakdown(ws: Path, epochs: int, repeats: int) -> dict[str, object]:
     steps = run_variant(ws, "steps", 4 * repeats * epochs)
     layers = run_variant(ws, "layers", repeats * epochs)
     medians = {name: statistics.median(values) for name, values in layers.items()}
-    pairs = [(run_variant(ws, "bare", epochs), platform_throughput(ws, 1)[1]) for _ in range(repeats)]
     return {**{f"step_ms_{k}": v for k, v in steps.items()},
             **{f"step_cost_{k}_vs_plain": v / steps["plain"] for k, v in steps.items() if k != "plain"},
             **{f"{k}_images_per_cpu_s": v for k, v in medians.items()},
             **{f"ratio_{k}_vs_bare": v / medians["bare"] for k, v in medians.items() if k != "bare"},
-            "stage_vs_bare_pairs_images_per_cpu_s": pairs,
+            **stage_vs_bare(ws, epochs, repeats)}
+
+
+def stage_vs_bare(ws: Path, epochs: int, repeats: int) -> dict[str, object]:
+    """The train stage (1 worker) against the bare loop run just before it, `repeats` pairs."""
+    pairs = [(run_variant(ws, "bare", epochs), platform_throughput(ws, 1)[1]) for _ in range(repeats)]
+    return {"stage_vs_bare_pairs_images_per_cpu_s": pairs,
             "ratio_ray_train_stage_1_worker_vs_bare": statistics.median(stage / bare for bare, stage in pairs)}
 
 
@@ -276,6 +281,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--skip-startup", action="store_true", help="no Ray Train startup-cost figures")
     parser.add_argument("--breakdown", action="store_true", help="the stage-vs-bare gap per CPU-second, layer by layer")
+    parser.add_argument("--stage-vs-bare", action="store_true", help="only the breakdown's last part: stage vs bare pairs")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the breakdown")
     parser.add_argument("--variant", choices=["bare", "layers", "steps"], help=argparse.SUPPRESS)  # one breakdown process
     parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
@@ -287,8 +293,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = make_workspace(Path(tmp) / "ws", edit=bench_params(args.images, args.epochs))
         stage(ws, "prepare")
-        if args.breakdown:
-            print(json.dumps(_rounded(breakdown(ws, args.epochs, args.repeats)), indent=1))
+        if args.breakdown or args.stage_vs_bare:
+            measure = breakdown if args.breakdown else stage_vs_bare
+            print(json.dumps(_rounded(measure(ws, args.epochs, args.repeats)), indent=1))
             return
         bare, bare_cpu = bare_throughput(ws, args.epochs)
         one, one_cpu, one_wall = platform_throughput(ws, 1)
