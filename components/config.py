@@ -238,6 +238,9 @@ class RayConfig(Strict):
     max_failures: int = Field(0, ge=-1)
     checkpoints_to_keep: int = Field(2, ge=1)
     worker_start_timeout_s: float = Field(120, gt=0, description="fail, not hang, when workers cannot be placed")
+    train_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Ray Train's own console lines; INFO adds its per-epoch checkpoint and report lines"
+    )
 
 
 class TrackingConfig(Strict):

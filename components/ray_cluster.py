@@ -16,14 +16,23 @@ WORKER_ENV = {
 }
 
 
-def quiet_worker_logs() -> None:
-    """Runs in every Ray worker process. Without the dashboard (ray[default]) there is no
-    State API, and Train's placement-group cleaner warns about that once a second."""
+def setup_worker() -> None:
+    """Runs in every Ray worker process of the stage (Train workers, the Train controller, its
+    placement-group cleaner). Ray Train's own console lines are quieted by RunConfig's
+    LoggingConfig (components.train), not here: Train reconfigures its loggers after this hook.
+
+    The cleaner asks the State API whether the controller is alive; the State API finds its
+    cluster through RAY_ADDRESS, else by looking for running clusters on the host, which fails
+    ("Found multiple active Ray instances") where several run side by side. So: this worker's
+    own cluster. A local cluster has no State API (no dashboard): the cleaner warns once a
+    second there, and has nothing to clean (the cluster ends with the stage)."""
     import logging
     import warnings
 
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
-    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)  # per-report lines
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning vs torch pytree deprecation
 
 
@@ -37,7 +46,7 @@ def connect(params: Params) -> tuple[bool, bool]:
         # the Train controller reads the start timeout: a run whose workers cannot be placed
         # fails after it instead of waiting forever
         env = {**WORKER_ENV, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(params.ray.worker_start_timeout_s)}
-        runtime_env = {"env_vars": env, "worker_process_setup_hook": quiet_worker_logs}
+        runtime_env = {"env_vars": env, "worker_process_setup_hook": setup_worker}
         if address:
             os.environ.setdefault("RAY_AUTH_MODE", "token")  # 2.60 clusters require the token
             ray.init(address=address, runtime_env=runtime_env)

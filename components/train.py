@@ -22,7 +22,7 @@ import mlflow
 import torch
 from mlflow.entities import Metric
 
-from components import ray_cluster, tracking
+from components import ray_cluster, resume, tracking
 from components.config import Params, TaskConfig, params_hash
 from components.data.datamodule import CVDataModule
 from components.inference import save_checkpoint
@@ -93,9 +93,13 @@ def train_worker(config: dict[str, Any]) -> None:
         RayTrainReportCallback,
         prepare_trainer,
     )
+    from ray.train.v2._internal.execution import context as train_context
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # GPU/TPU/tips INFO chatter
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "Reporting training result N" (each epoch): Train logs it through a logger named by its
+    # file's path, a child of the root logger that RunConfig's LoggingConfig does not reach
+    logging.getLogger(train_context.__file__).setLevel(config["train_log_level"])
     _announce(config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
@@ -111,7 +115,7 @@ def train_worker(config: dict[str, Any]) -> None:
         accelerator="gpu" if config["use_gpu"] else "cpu",
         devices="auto",
         precision=config["precision"],
-        strategy=RayDDPStrategy(),
+        strategy=_strategy(RayDDPStrategy),
         plugins=[RayLightningEnvironment()],
         callbacks=[RayTrainReportCallback(), EpochReport(config["tracking_uri"], config["run_id"])],
         enable_progress_bar=False,
@@ -120,6 +124,10 @@ def train_worker(config: dict[str, Any]) -> None:
         logger=False,
         deterministic=True,
     )
+    # deterministic=True also NaN-fills every new tensor (torch.empty) to expose reads of
+    # uninitialized memory: ~4 % of a small CNN's CPU step (benchmarks/RESULTS.md). The
+    # algorithms stay deterministic without it (PyTorch's docs say valid programs may turn it off)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     trainer = prepare_trainer(trainer)
     checkpoint = ray.train.get_checkpoint()  # the latest reported one after a restart, else None
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
@@ -127,6 +135,20 @@ def train_worker(config: dict[str, Any]) -> None:
         if ckpt_path and trainer.global_rank == 0:
             print(f"resuming from the last checkpoint {checkpoint.path}", flush=True)
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+
+
+def _strategy(ray_ddp: type) -> Any:
+    """Ray's DDP strategy, minus the DDP wrapper at world size 1 (`ray.num_workers: 1`, e.g. one
+    GPU), where it only costs: a gradient all-reduce and a buffer broadcast with no peer each
+    step, ~3.5 % of a small CNN's step on a CPU (benchmarks/RESULTS.md). The process group is
+    still set up: metric syncs and Ray's reporting work the same."""
+
+    class RayStrategy(ray_ddp):
+        def configure_ddp(self) -> None:
+            if self.world_size > 1:
+                super().configure_ddp()
+
+    return RayStrategy()
 
 
 def _flat(prefix: str, section: dict[str, Any]) -> dict[str, Any]:
@@ -144,13 +166,14 @@ def worker_config(params: Params, task: str, cfg: TaskConfig, use_gpu: bool, run
         "cpus_per_worker": params.ray.cpus_per_worker, "use_gpu": use_gpu, "precision": precision,
         "tracking_uri": tracking.tracking_uri(params), "run_id": run_id,
         "init_state": ray_cluster.resolve_init(cfg.model.init_from, params),
+        "train_log_level": params.ray.train_log_level,
     }
 
 
 def build_trainer(params: Params, config: dict[str, Any], name: str, max_failures: int | None = None,
                   callbacks: list | None = None):
     """A TorchTrainer of `train_worker` with the cluster settings of params.yaml's `ray`."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     monitor = f"val/{get_task(config['task']).monitor}"
@@ -172,6 +195,9 @@ def build_trainer(params: Params, config: dict[str, Any], name: str, max_failure
                 controller_failure_limit=0,  # a controller that cannot place its workers fails the run
             ),
             callbacks=callbacks,
+            # Train's INFO lines (each checkpoint, each report) on the console; its session
+            # log files keep every level
+            logging_config=LoggingConfig(log_level=params.ray.train_log_level),
         ),
     )
 
@@ -184,35 +210,60 @@ def storage_path(params: Params) -> str:
 
 def run(params: Params, task: str) -> Path:
     """Train `task` on its prepared data (with the tune stage's best config); returns the
-    path of the written checkpoint."""
+    path of the written checkpoint. An interrupted training with the same inputs is resumed
+    (components.resume)."""
     from components import tune as tuning
 
-    paths, spec = StagePaths(task), get_task(task)
     cfg, tuned = tuning.tuned_config(params, task)
     experiment_id = tracking.setup(params)
-    with mlflow.start_run(run_name=f"{task}-train", experiment_id=experiment_id) as run:
+    with resume.slot(storage_path(params), task, resume.training_inputs(params, task, cfg)) as slot, \
+            _mlflow_run(slot, task, experiment_id) as run:
         mlflow.set_tags({"cvops.task": task, "cvops.stage": "train", "cvops.params_hash": params_hash(cfg),
-                         "cvops.tuned_by": tuned.get("run_id") or "none"})
+                         "cvops.tuned_by": tuned.get("run_id") or "none", "cvops.ray_run": slot.name})
         mlflow.log_params({**_flat("model", cfg.model.model_dump()), **_flat("train", cfg.train.model_dump()),
                            **_flat("data", cfg.data.model_dump()), "ray.num_workers": params.ray.num_workers})
         use_gpu, started_here = ray_cluster.connect(params)
         try:
             config = worker_config(params, task, cfg, use_gpu, run.info.run_id)
-            result = build_trainer(params, config, name=f"{task}-{run.info.run_id[:8]}").fit()
+            slot.start(run.info.run_id)
+            result = build_trainer(params, config, name=slot.name).fit()
         finally:
             if started_here:
                 ray_cluster.shutdown()
-        best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][f"val/{spec.monitor}"])
-        with best.as_directory() as ckpt_dir:
-            lightning_ckpt = torch.load(Path(ckpt_dir) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
-        module = CVModule(**lightning_ckpt["hyper_parameters"])
-        module.load_state_dict(lightning_ckpt["state_dict"])
-        save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
-        mlflow.log_metrics({tracking.metric_key(k, "best_"): float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
-        model_info = log_model(paths.model)
-        paths.run_info.parent.mkdir(parents=True, exist_ok=True)  # `cvops stage train` alone
-        paths.run_info.write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))
-    return paths.model
+        write_outputs(task, cfg, result, experiment_id, run.info.run_id)
+        mlflow.set_tag("cvops.ray_run", slot.finish(run.info.run_id))
+    return StagePaths(task).model
+
+
+@contextlib.contextmanager
+def _mlflow_run(slot: resume.Slot, task: str, experiment_id: str):
+    """The MLflow run of the training: the interrupted one's when resuming (if it still exists)."""
+    run_id = slot.resume_run_id
+    if run_id:
+        try:
+            found = mlflow.MlflowClient().get_run(run_id)
+            run_id = run_id if (found.info.lifecycle_stage, found.info.experiment_id) == ("active", experiment_id) else None
+        except mlflow.exceptions.MlflowException:
+            run_id = None
+        print(f"resuming the interrupted training {slot.name} (same params, data and code): its last checkpoint, "
+              f"{f'MLflow run {run_id}' if run_id else 'a new MLflow run'}", flush=True)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{task}-train", experiment_id=experiment_id) as run:
+        yield run
+
+
+def write_outputs(task: str, cfg: TaskConfig, result, experiment_id: str, run_id: str) -> None:
+    """models/<task>/model.pt from the best checkpoint, the MLflow model and the run info."""
+    paths, spec = StagePaths(task), get_task(task)
+    best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][f"val/{spec.monitor}"])
+    with best.as_directory() as ckpt_dir:
+        lightning_ckpt = torch.load(Path(ckpt_dir) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+    module = CVModule(**lightning_ckpt["hyper_parameters"])
+    module.load_state_dict(lightning_ckpt["state_dict"])
+    save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
+    mlflow.log_metrics({tracking.metric_key(k, "best_"): float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
+    model_info = log_model(paths.model)
+    paths.run_info.parent.mkdir(parents=True, exist_ok=True)  # `cvops stage train` alone
+    paths.run_info.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))
 
 
 def log_model(checkpoint: Path) -> mlflow.models.model.ModelInfo:

@@ -1,9 +1,11 @@
 """Ray at full strength, for real: a two-node cluster on this machine, a worker killed
-mid-run, and the tune stage (ASHA + Optuna, nested MLflow runs) feeding train.
-All on one prepared tiny workspace; each test runs `cvops stage ...` as DVC would."""
+mid-run, a killed train stage rerun, a stage submitted as a Ray Job, and the tune stage
+(ASHA + Optuna, nested MLflow runs) feeding train. All on one prepared tiny workspace; each
+test runs `cvops ...` as DVC (or a person) would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,37 +47,69 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(temp_dir: Path) -> None:
-    """Kill the processes of *this* cluster only (their command lines name its temp dir);
-    `ray stop` would kill every Ray cluster on the host."""
-    mine = [p for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
+def _stop(temp_dir: Path, gcs_port: str) -> None:
+    """Kill the processes of *this* cluster only: those whose command lines name its temp dir
+    or its GCS port (the Ray Client server names neither the temp dir nor a parent), and their
+    children (the dashboard's module processes). `ray stop` would kill every Ray cluster on the host."""
+    me = {psutil.Process().pid, *(parent.pid for parent in psutil.Process().parents())}
+    mine = set()
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or []) + " "
+        if process.pid not in me and (str(temp_dir) in cmdline or f":{gcs_port} " in cmdline):
+            mine.add(process)
+            with contextlib.suppress(psutil.Error):
+                mine.update(process.children(recursive=True))
     for process in mine:
-        process.terminate()
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
     _, alive = psutil.wait_procs(mine, timeout=15)
     for process in alive:
-        process.kill()
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def _ray_start(*args: str, temp_dir: Path) -> None:
+    env = {**stage_env(), "RAY_AUTH_MODE": "token"}
+    started = subprocess.run([str(BIN / "ray"), "start", *args, "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                              f"--temp-dir={temp_dir}"], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
 
 
 @pytest.fixture
 def two_node_cluster() -> Iterator[str]:
     """`ray start --head` plus `ray start --address`, one CPU each, on this machine."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths are length-limited
-    address = f"127.0.0.1:{_free_port()}"
-    env = {**stage_env(), "RAY_AUTH_MODE": "token"}
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    port = str(_free_port())
     try:
-        for args in (["--head", f"--port={address.split(':')[1]}", "--include-dashboard=false"],
-                     [f"--address={address}"]):
-            started = subprocess.run([str(BIN / "ray"), "start", *args, *common], env=env,
-                                     capture_output=True, text=True, timeout=300)
-            assert started.returncode == 0, started.stdout + started.stderr
-        yield address
+        _ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                   f"--ray-client-server-port={_free_port()}", temp_dir=temp_dir)
+        _ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=1", temp_dir=temp_dir)
+        yield f"127.0.0.1:{port}"
     finally:
-        _stop(temp_dir)
+        _stop(temp_dir, port)
+
+
+@pytest.fixture
+def job_server() -> Iterator[tuple[str, Path]]:
+    """A Ray head with its dashboard, i.e. the Ray Jobs server, on 127.0.0.1 (free ports:
+    other clusters may run on this host), token auth on: (job server URL, temp dir)."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))
+    port, dashboard = str(_free_port()), _free_port()
+    try:
+        _ray_start("--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                   *(f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                             "ray-client-server-port", "metrics-export-port",
+                                                             "runtime-env-agent-port")),
+                   temp_dir=temp_dir)
+        yield f"http://127.0.0.1:{dashboard}", temp_dir
+    finally:
+        _stop(temp_dir, port)
 
 
 def test_two_workers_train_on_two_nodes(workspace, two_node_cluster, tmp_path):
     ws = workspace
+    set_param(ws, "ray.num_workers", 2)
     set_param(ws, "ray.shared_data_dir", str(tmp_path / "shared"))  # what an NFS mount would be
     env = {**stage_env(), "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "token"}
     try:
@@ -112,6 +146,88 @@ def test_killed_worker_run_resumes_from_last_checkpoint(workspace):
     run_id = json.loads((ws / "reports" / TASK / "train_run.json").read_text())["run_id"]
     steps = {m.step for m in client_for(ws).get_metric_history(run_id, "val_accuracy")}
     assert steps == set(range(epochs)), f"epochs logged: {sorted(steps)}"
+
+
+def _wait_for(find, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while (found := find()) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
+    """The stage's driver is killed after a checkpoint; rerun with the same params, data and
+    code, it continues from that checkpoint (no epoch 1 again) in the same MLflow run, and
+    the finished run's directory is moved aside (a later rerun starts fresh). One worker: the
+    world-size-1 path (no DDP wrapper), which the other tests' two workers do not take."""
+    ws, epochs = workspace, 8
+    set_param(ws, "ray.max_failures", 0)
+    set_param(ws, "ray.num_workers", 1)
+    set_param(ws, f"tasks.{TASK}.train.epochs", epochs)
+    process = subprocess.Popen([str(BIN / "cvops"), "stage", "train", "--task", TASK], cwd=ws, env=stage_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, snapshot = [], None
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if f"epoch 2/{epochs}" in line:  # a checkpoint is reported; wait until Train recorded it
+                snapshot = _wait_for(lambda: next(ws.glob(f"ray_results/{TASK}-*/checkpoint_manager_snapshot.json"), None))
+                os.kill(process.pid, signal.SIGKILL)
+                break
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+        time.sleep(5)  # the local cluster ends with its driver; whatever is left, in its session:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert snapshot is not None, "".join(lines)[-4000:]
+    slot = snapshot.parent
+    killed_run = json.loads((slot / "cvops_run.json").read_text())["mlflow_run_id"]
+
+    text = (lambda r: r.stdout + r.stderr)(cvops(ws, "stage", "train", "--task", TASK))
+    assert f"resuming the interrupted training {slot.name}" in text and "resuming from the last checkpoint" in text, text[-4000:]
+    ran = [int(epoch) for epoch in re.findall(rf"epoch (\d+)/{epochs}", text)]
+    assert ran and min(ran) > 1 and ran == list(range(min(ran), epochs + 1)), f"epochs of the rerun: {ran}"
+    run_id = json.loads((ws / "models" / TASK / "run.json").read_text())["run_id"]
+    assert run_id == killed_run, "the rerun logged to a new MLflow run"
+    client = client_for(ws)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert {m.step for m in client.get_metric_history(run_id, "val_accuracy")} == set(range(epochs))
+    assert not slot.exists() and (ws / "ray_results" / f"{TASK}-{run_id[:8]}" / "cvops_run.json").is_file()
+
+
+def test_submit_runs_the_train_stage_as_a_ray_job(workspace, job_server):
+    """`cvops submit`: the workspace (with DVC's gitignored data) is uploaded as the job's working
+    directory, the stage's Ray Train run joins the job's cluster, the job logs to the MLflow
+    store the submitter names; token auth on all the way."""
+    ws, (address, _) = workspace, job_server
+    set_param(ws, "ray.max_failures", 0)
+    set_param(ws, "ray.num_workers", 2)
+    set_param(ws, f"tasks.{TASK}.train.epochs", 2)
+    store = f"sqlite:///{ws / 'mlruns.db'}"
+    client = client_for(ws)
+    if client.get_experiment_by_name("cvops") is None:  # artifacts in the workspace, not in the job's directory
+        client.create_experiment("cvops", artifact_location=(ws / "mlartifacts").as_uri())
+    (ws / "data" / ".gitignore").write_text(f"/{TASK}\n")  # what `dvc repro` writes for the prepare stage's output
+    try:
+        output = cvops(ws, "submit", "train", "--task", TASK, "--address", address,
+                       env={**stage_env(), "MLFLOW_TRACKING_URI": store})
+    finally:
+        (ws / "data" / ".gitignore").unlink()
+    text = output.stdout + output.stderr
+    job_id = re.search(r"--submission-id (\S+)", text)[1]
+    status = subprocess.run([str(BIN / "ray"), "job", "status", job_id, "--address", address], capture_output=True,
+                            text=True, env={**stage_env(), "RAY_AUTH_MODE": "token"}, timeout=120)  # the token is required
+    assert status.returncode == 0 and f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr
+    workers = WORKER_LINE.findall(text)
+    assert len(workers) == 2 and all("/runtime_resources/working_dir_files/" in data for *_, data in workers), text[-4000:]
+    job_dir = Path(workers[0][3]).parents[1]  # <job working dir>/data/<task>
+    assert (job_dir / "models" / TASK / "model.pt").stat().st_size > 0
+    run_info = json.loads((job_dir / "models" / TASK / "run.json").read_text())
+    run = client.get_run(run_info["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["cvops.stage"] == "train"
+    model = client.get_logged_model(run_info["model_uri"].removeprefix("models:/"))
+    assert (Path(model.artifact_location.removeprefix("file://")) / "MLmodel").is_file()
 
 
 @pytest.mark.slow  # 4 trials x a TorchTrainer each: minutes on 2 cores (`make test-slow`)

@@ -67,6 +67,7 @@ def test_tuning_on_without_a_search_space_is_a_config_error(tmp_path, monkeypatc
 def test_submit_builds_a_ray_job_of_the_stage_command():
     cmd = submit.command("train", TASK, "http://127.0.0.1:8265")
     assert cmd[:3] == ["ray", "job", "submit"] and cmd[cmd.index("--address") + 1] == "http://127.0.0.1:8265"
+    assert cmd[cmd.index("--submission-id") + 1].startswith(f"cvops-train-{TASK}-")
     assert cmd[cmd.index("--") + 1:] == ["python", "-m", "components.cli", "stage", "train", "--task", TASK]
     runtime_env = json.loads(cmd[cmd.index("--runtime-env-json") + 1])
     assert runtime_env["env_vars"]["RAY_AUTH_MODE"] == "token" and ".venv" in runtime_env["excludes"]
