@@ -18,7 +18,8 @@ from tests.conftest import BIN, ROOT
 COMPOSE = ROOT / "infra" / "docker-compose.yml"
 SERVICES = {"postgres", "minio", "minio-buckets", "mlflow", "prefect-server", "prefect-worker",
             "ray-head", "ray-worker"}
-SET_BY_THE_FLOW = {"CVOPS_FLOW_RUN_ID", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+SET_BY_THE_FLOW = {"CVOPS_FLOW_RUN_ID", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                   "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"}  # the last two: DVC's, inside `dvc exp run`
 
 
 @cache
