@@ -167,11 +167,12 @@ def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     process = subprocess.Popen([str(BIN / "cvops"), "stage", "train", "--task", TASK], cwd=ws, env=stage_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines, snapshot = [], None
+    slot_snapshots = f"ray_results/{TASK}-{'[0-9a-f]' * 12}/checkpoint_manager_snapshot.json"  # not finished runs
     try:
         for line in process.stdout:
             lines.append(line)
             if f"epoch 2/{epochs}" in line:  # a checkpoint is reported; wait until Train recorded it
-                snapshot = _wait_for(lambda: next(ws.glob(f"ray_results/{TASK}-*/checkpoint_manager_snapshot.json"), None))
+                snapshot = _wait_for(lambda: next(ws.glob(slot_snapshots), None))
                 os.kill(process.pid, signal.SIGKILL)
                 break
     finally:
@@ -188,7 +189,7 @@ def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     assert f"resuming the interrupted training {slot.name}" in text and "resuming from the last checkpoint" in text, text[-4000:]
     ran = [int(epoch) for epoch in re.findall(rf"epoch (\d+)/{epochs}", text)]
     assert ran and min(ran) > 1 and ran == list(range(min(ran), epochs + 1)), f"epochs of the rerun: {ran}"
-    run_id = json.loads((ws / "models" / TASK / "run.json").read_text())["run_id"]
+    run_id = json.loads((ws / "reports" / TASK / "train_run.json").read_text())["run_id"]
     assert run_id == killed_run, "the rerun logged to a new MLflow run"
     client = client_for(ws)
     assert client.get_run(run_id).info.status == "FINISHED"
@@ -223,7 +224,7 @@ def test_submit_runs_the_train_stage_as_a_ray_job(workspace, job_server):
     assert len(workers) == 2 and all("/runtime_resources/working_dir_files/" in data for *_, data in workers), text[-4000:]
     job_dir = Path(workers[0][3]).parents[1]  # <job working dir>/data/<task>
     assert (job_dir / "models" / TASK / "model.pt").stat().st_size > 0
-    run_info = json.loads((job_dir / "models" / TASK / "run.json").read_text())
+    run_info = json.loads((job_dir / "reports" / TASK / "train_run.json").read_text())
     run = client.get_run(run_info["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["cvops.stage"] == "train"
     model = client.get_logged_model(run_info["model_uri"].removeprefix("models:/"))
