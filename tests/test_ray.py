@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +67,8 @@ def _stop(temp_dir: Path, gcs_port: str) -> None:
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
+    psutil.wait_procs(alive, timeout=15)
+    shutil.rmtree(temp_dir, ignore_errors=True)  # the cluster's session logs and sockets
 
 
 def _ray_start(*args: str, temp_dir: Path) -> None:
