@@ -158,6 +158,7 @@ def _wait_for(find, timeout: float = 120):
     return found
 
 
+@pytest.mark.slow  # two train stages of 8 epochs (~80 s); the default suite keeps the killed-worker resume
 def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     """The stage's driver is killed after a checkpoint; rerun with the same params, data and
     code, it continues from that checkpoint (no epoch 1 again) in the same MLflow run, and
