@@ -33,6 +33,7 @@ EXCLUDES = [".venv", ".git", ".dvc/cache", ".dvc/tmp", "mlartifacts", "mlruns.db
 # and its driver's runtime_env when both set the same variable.
 FORWARDED = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
              "AWS_SECRET_ACCESS_KEY")
+SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # forwarded, never printed
 
 
 def submission_id(stage: str, task: str) -> str:
@@ -55,10 +56,18 @@ def command(stage: str, task: str, address: str | None, extra_env: dict[str, str
     return cmd + ["--", "python", "-m", "components.cli", "stage", stage, "--task", task]
 
 
+def redacted(cmd: list[str]) -> list[str]:
+    """The command as it may be printed or logged: credentials' values replaced by ***."""
+    at = cmd.index("--runtime-env-json") + 1
+    runtime_env = json.loads(cmd[at])
+    runtime_env["env_vars"] = {k: "***" if k in SECRETS else v for k, v in runtime_env["env_vars"].items()}
+    return [*cmd[:at], json.dumps(runtime_env), *cmd[at + 1:]]
+
+
 def submit(stage: str, task: str, address: str | None, dry_run: bool) -> int:
     """Submit, follow the job's logs, return its exit status (0: SUCCEEDED)."""
     cmd = command(stage, task, address)  # no address: `ray job` reads RAY_API_SERVER_ADDRESS / RAY_ADDRESS
-    print(shlex.join(cmd), flush=True)
+    print(shlex.join(redacted(cmd)), flush=True)
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         print("cvops submit: MLFLOW_TRACKING_URI is not set, so the job logs to params.yaml's tracking.uri "
               "inside its working directory on the cluster, which is not kept; set it to your MLflow "
