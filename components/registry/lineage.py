@@ -23,7 +23,8 @@ PACKAGES = ("torch", "torchvision", "lightning", "ray", "mlflow", "dvc", "prefec
 DIRTY_FILES_SHOWN = 20
 
 
-def _git(*args: str, strip: bool = True) -> str:
+def git(*args: str, strip: bool = True) -> str:
+    """`git ARGS`' output in the current directory ('' when git or the repository is missing)."""
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
@@ -52,18 +53,18 @@ def changed_inputs() -> list[str]:
     paths = StagePaths("_")
     outputs = {p.parts[0] for p in (paths.data, paths.model_dir, paths.metrics)}
     excludes = [":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore", *(f":(exclude){o}" for o in sorted(outputs))]
-    status = _git("status", "--porcelain", "--untracked-files=all", "--", ".", *excludes, strip=False)
+    status = git("status", "--porcelain", "--untracked-files=all", "--", ".", *excludes, strip=False)
     return [line[3:] for line in status.splitlines() if line.strip()]  # "XY path"
 
 
 def git_remote() -> str:
     """The URL others clone from: the current branch's upstream remote, else `origin`, else
     the first remote ('' when the repository has none)."""
-    upstream = _git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}")
-    remotes = _git("remote").split()
+    upstream = git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}")
+    remotes = git("remote").split()
     for name in ([upstream.split("/")[0]] if upstream else []) + ["origin"] + remotes[:1]:
         if name in remotes:
-            return _git("remote", "get-url", name)
+            return git("remote", "get-url", name)
     return ""
 
 
@@ -105,12 +106,12 @@ def lineage_tags(task: str, data_dir: str, params_hash: str, run_id: str, params
     dirty = changed_inputs()
     tags = {
         "cvops.task": task,
-        "cvops.git_commit": _git("rev-parse", "HEAD"),
+        "cvops.git_commit": git("rev-parse", "HEAD"),
         "cvops.git_dirty": str(bool(dirty)).lower(),
         "cvops.git_dirty_files": json.dumps(dirty[:DIRTY_FILES_SHOWN] + (["..."] if len(dirty) > DIRTY_FILES_SHOWN else [])),
-        "cvops.git_branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
+        "cvops.git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
         "cvops.git_remote": git_remote(),
-        "cvops.git_root": _git("rev-parse", "--show-toplevel"),
+        "cvops.git_root": git("rev-parse", "--show-toplevel"),
         "cvops.data_hash": data_hash(f"prepare@{task}", data_dir),
         "cvops.model_hash": data_hash(f"train@{task}", str(StagePaths(task).model_dir)),
         "cvops.dvc_remote": dvc_remote(),

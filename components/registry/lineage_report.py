@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import textwrap
 from typing import Any
 
@@ -18,6 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from components.config import ConfigError
 from components.paths import StagePaths
+from components.registry.lineage import git
 
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 NOT_RECORDED = "(not recorded)"
@@ -64,13 +64,6 @@ def _run_metrics(run_id: str) -> dict[str, float]:
         return {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def results_commit(task: str, name: str, version: str, run_id: str) -> tuple[str, bool]:
     """The newest commit whose promote output (reports/<task>/gate.json, committed with
     dvc.lock) is this version's registration, so its outputs can be pulled and checked; and
@@ -78,9 +71,9 @@ def results_commit(task: str, name: str, version: str, run_id: str) -> tuple[str
     ('', False) when none does, or outside the repository."""
     verdict = str(StagePaths(task).verdict)
     for refs, shared in ((["--branches", "--tags", "--remotes"], True), (["--all"], False)):
-        for commit in _git("log", *refs, f"-{HISTORY_COMMITS}", "--format=%H", "--", verdict).split():
+        for commit in git("log", *refs, f"-{HISTORY_COMMITS}", "--format=%H", "--", verdict).split():
             try:
-                recorded = json.loads(_git("show", f"{commit}:{verdict}") or "{}")
+                recorded = json.loads(git("show", f"{commit}:{verdict}") or "{}")
             except json.JSONDecodeError:
                 continue
             if (recorded.get("model"), str(recorded.get("version")), recorded.get("run_id")) == (name, version, run_id):
