@@ -30,12 +30,13 @@ from pathlib import Path
 import mlflow
 import torch
 
-from components import evaluate, tracking
 from components.config import load_params
 from components.evaluation import adversarial, corruptions, fairness
 from components.evaluation.predictions import predict_all
-from components.inference import load_checkpoint
 from components.paths import StagePaths
+from components.runtime import tracking
+from components.serving.checkpoint import load_checkpoint
+from components.stages import evaluate
 
 PARTS = {  # suite parts timed by wrapping the functions run_suite calls
     "fairness + bootstraps": (fairness, "fairness_report"),
@@ -101,7 +102,7 @@ def scratch_workspace(task: str):
 def import_seconds() -> float:
     """Wall seconds of a fresh process importing the evaluate stage (its start-up cost)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import components.evaluate"], check=True)
+    subprocess.run([sys.executable, "-c", "import components.stages.evaluate"], check=True)
     return time.perf_counter() - start
 
 

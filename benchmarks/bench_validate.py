@@ -42,7 +42,7 @@ def measure(root: Path, task: str, workers: int, docs: Path | None) -> dict:
     """One task, in this process: seconds for the manifests and for the GX suites."""
     from components.config import ContractConfig
     from components.data.manifest import write_manifest
-    from components.validate import validate_dataset
+    from components.stages.validate import validate_dataset
 
     spec, manifest = spec_for(task), root / f"manifest_{task}.csv"
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # torch, GX, PIL imported

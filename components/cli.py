@@ -33,7 +33,7 @@ def _stage(args: argparse.Namespace) -> int:
     from components.config import load_params
 
     params = load_params(args.params)
-    module = importlib.import_module(f"components.{args.name}")
+    module = importlib.import_module(f"components.stages.{args.name}")
     module.run(params, args.task)
     return 0
 
@@ -60,7 +60,7 @@ def _servers():
     from pathlib import Path
 
     from components.config import load_params
-    from components.servers import Servers
+    from components.runtime.servers import Servers
 
     return Servers(Path.cwd(), load_params())
 
@@ -127,7 +127,7 @@ def print_where_to_look(tasks: list[str] | None) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from components.submit import submit
+    from components.runtime.submit import submit
 
     return submit(args.name, args.task, args.address, args.dry_run)
 
@@ -179,7 +179,7 @@ def _lineage(args: argparse.Namespace) -> int:
 
 def _exit_codes() -> dict[type, int]:
     """Exit codes the flow reads to decide on retries: 2 and 3 are never retried."""
-    from components.validate import DataContractError
+    from components.stages.validate import DataContractError
 
     return {ConfigError: 2, DataContractError: 3}
 
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    from components.validate import DataContractError
+    from components.stages.validate import DataContractError
 
     try:
         return func(args)

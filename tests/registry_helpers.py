@@ -13,14 +13,15 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from components import prepare, tracking
 from components.config import load_params
 from components.data.datamodule import CVDataModule
-from components.evaluate import metrics_on_test_split
-from components.inference import load_checkpoint, save_checkpoint
 from components.paths import StagePaths
+from components.runtime import tracking
+from components.serving.checkpoint import load_checkpoint, save_checkpoint
+from components.stages import prepare
+from components.stages.evaluate import metrics_on_test_split
+from components.stages.train import log_model
 from components.tasks import get_task
-from components.train import log_model
 from tests.conftest import ROOT, tiny_params
 
 
@@ -93,7 +94,7 @@ def write_candidate(ws: Path, task: str, candidate: LoggedCandidate) -> None:
 
 def promote_candidate(ws: Path, task: str, candidate: LoggedCandidate) -> dict:
     """Run the promote stage on `candidate`; returns gate.json."""
-    from components import promote
+    from components.stages import promote
 
     write_candidate(ws, task, candidate)
     promote.run(load_params(), task)

@@ -18,11 +18,11 @@ from PIL import Image
 from components.config import ContractConfig
 from components.data import shapes
 from components.data.manifest import write_manifest
+from components.stages.validate import report, validate_dataset
 from components.tasks import TASKS
 from components.tasks.base import TaskSpec
 from components.tasks.detection import DetectionData
 from components.tasks.segmentation import SegmentationData
-from components.validate import report, validate_dataset
 
 MIXINS = {"detection": DetectionData, "segmentation": SegmentationData}
 

@@ -91,8 +91,8 @@ def test_every_task_is_evaluated_drawn_and_registered(built_workspace, task):
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_init_from_a_registered_champion_resolves_to_its_checkpoint(built_workspace, task, monkeypatch):
     from components.config import load_params
-    from components.inference import load_checkpoint
-    from components.ray_cluster import resolve_init
+    from components.runtime.ray_cluster import resolve_init
+    from components.serving.checkpoint import load_checkpoint
 
     monkeypatch.chdir(built_workspace)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -27,9 +27,10 @@ from tests.registry_helpers import log_candidate, make_registry_workspace, set_g
 # imports everything and opens the store first, says it is ready, then waits for the go
 RACER = """
 import sys, time, pathlib
-from components import promote, tracking
+from components.stages import promote
+from components.runtime import tracking
 from components.config import load_params
-import components.evaluate, mlflow.pyfunc
+import components.stages.evaluate, mlflow.pyfunc
 tracking.setup(load_params())  # open the store now: both racers read @champion right after the go
 pathlib.Path(sys.argv[1]).touch()
 while not pathlib.Path(sys.argv[2]).exists():

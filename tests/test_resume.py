@@ -1,5 +1,5 @@
 """When a rerun of the train stage resumes an interrupted training and when it starts fresh
-(components.resume), without Ray: the fingerprint, the marker next to the checkpoints, the
+(components.training.resume), without Ray: the fingerprint, the marker next to the checkpoints, the
 finished run moved aside, the lock against a concurrent stage with the same inputs. The
 resumed training itself is in tests/test_ray.py."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import resume
 from components.config import parse_params
+from components.training import resume
 from tests.conftest import ROOT
 
 TASK = "classification"

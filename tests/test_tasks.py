@@ -51,7 +51,7 @@ def test_batch_forward_loss_metric_and_records(task_data):
     records = spec.format_predictions(preds, task_data.classes, [(64, 64)] * len(images))
     assert len(records) == len(images)
 
-    from components.evaluation.overlays import to_uint8
+    from components.tasks.drawing import to_uint8
 
     drawn = [spec.draw_prediction(to_uint8(image), preds[i], task_data.classes) for i, image in enumerate(images)]
     if drawn[0] is not None:  # tasks without an overlay return None

@@ -8,8 +8,9 @@ import json
 import pytest
 import yaml
 
-from components import submit, tune
 from components.config import ConfigError, parse_params
+from components.runtime import submit
+from components.stages import tune
 from tests.conftest import ROOT
 
 TASK = "classification"

@@ -12,10 +12,10 @@ import pytest
 from components import cli
 from components.config import load_params
 from components.paths import StagePaths
-from components.prepare import run as prepare
+from components.stages.prepare import run as prepare
+from components.stages.validate import DataContractError
+from components.stages.validate import run as validate
 from components.tasks import TASKS
-from components.validate import DataContractError
-from components.validate import run as validate
 from tests.conftest import dvc, make_workspace, tiny_params
 
 
@@ -28,7 +28,7 @@ def workspace(tmp_path, monkeypatch) -> Path:
 
 
 def validate_runs(task: str) -> list:
-    from components import tracking
+    from components.runtime import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri(load_params()))
     return mlflow.search_runs(experiment_names=["cvops"], filter_string=f"tags.mlflow.runName = '{task}-validate'",

@@ -9,11 +9,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from components import tracking
 from components.config import ConfigError, Params
 from components.registry.audit import format_history, history
-from components.registry.predict import predict_files
 from components.registry.rollback import rollback
+from components.runtime import tracking
+from components.serving.predict import predict_files
 
 
 def _client(params: Params, task: str) -> tuple[MlflowClient, str, str]:

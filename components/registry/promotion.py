@@ -53,7 +53,7 @@ def load_version(name: str, version: str):
 
 def champion_evaluator(name: str, data_dir: Path, batch_size: int, gate: GateConfig) -> ChampionMetrics:
     """Re-evaluates a champion version on `data_dir`'s test split with the evaluate stage's code."""
-    from components.evaluate import metrics_on_test_split
+    from components.stages.evaluate import metrics_on_test_split
 
     def evaluate(version: str) -> dict[str, float]:
         if not gate.changes:  # nothing compares with the champion: skip the work

@@ -295,7 +295,7 @@ class DetectionTask(DetectionData, TaskSpec):
         return fn
 
     def draw_prediction(self, image: torch.Tensor, pred: dict[str, torch.Tensor], classes: list[str]) -> torch.Tensor:
-        from components.evaluation.overlays import draw_boxes
+        from components.tasks.drawing import draw_boxes
 
         keep = pred["scores"] >= OVERLAY_SCORE
         ids = [int(i) for i in pred["labels"][keep]]
@@ -305,7 +305,7 @@ class DetectionTask(DetectionData, TaskSpec):
         """`cvops predict`: the served record's boxes (original coordinates) on the input image."""
         from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
-        from components.evaluation.overlays import draw_boxes
+        from components.tasks.drawing import draw_boxes
 
         shown = [d for d in record["detections"] if d["score"] >= OVERLAY_SCORE]
         names = [d["label"] for d in shown]

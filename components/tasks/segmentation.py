@@ -154,7 +154,7 @@ class SegmentationTask(SegmentationData, TaskSpec):
         return fn
 
     def draw_prediction(self, image: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> torch.Tensor:
-        from components.evaluation.overlays import draw_mask
+        from components.tasks.drawing import draw_mask
 
         return draw_mask(image, pred, len(classes))
 
@@ -162,7 +162,7 @@ class SegmentationTask(SegmentationData, TaskSpec):
         """`cvops predict`: the served record's class mask (original size) tinted on the image."""
         from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
-        from components.evaluation.overlays import draw_mask
+        from components.tasks.drawing import draw_mask
 
         mask = torch.tensor(record["mask"])
         return to_pil_image(draw_mask(pil_to_tensor(image.convert("RGB")), mask, max(2, int(mask.max()) + 1)))

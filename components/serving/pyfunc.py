@@ -27,12 +27,12 @@ def _images(model_input: Any) -> list[Any]:
 
 class CVOpsModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from components.inference import load_checkpoint
+        from components.serving.checkpoint import load_checkpoint
 
         self.model, self.meta = load_checkpoint(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow reads them as a schema
-        from components.inference import predict_images
+        from components.serving.checkpoint import predict_images
 
         return predict_images(self.model, self.meta, _images(model_input))
 

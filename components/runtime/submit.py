@@ -29,7 +29,7 @@ EXCLUDES = [".venv", ".git", ".dvc/cache", ".dvc/tmp", "mlartifacts", "mlruns.db
             "**/__pycache__", "/.prefect", "/.cvops", "/.dvc-storage", "/tmp", ".pytest_cache", ".ruff_cache",
             "*.egg-info"]
 # Forwarded to the job when set here: where to log (the team's MLflow server, its S3 store).
-# Disjoint from the worker env that components.ray_cluster sets: Ray refuses to merge a job's
+# Disjoint from the worker env that components.runtime.ray_cluster sets: Ray refuses to merge a job's
 # and its driver's runtime_env when both set the same variable.
 FORWARDED = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
              "AWS_SECRET_ACCESS_KEY")

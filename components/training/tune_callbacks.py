@@ -10,7 +10,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from ray import tune
 
-from components import tracking
+from components.runtime import tracking
 
 
 class MlflowTrials(tune.Callback):

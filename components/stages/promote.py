@@ -13,12 +13,12 @@ import json
 
 from mlflow import MlflowClient
 
-from components import tracking
 from components.config import Params, params_hash
 from components.paths import StagePaths
 from components.registry.gate import Verdict, check_config
 from components.registry.lineage import lineage_tags
 from components.registry.promotion import Candidate, champion_evaluator, promote
+from components.runtime import tracking
 
 
 def run(params: Params, task: str) -> Verdict:

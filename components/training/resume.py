@@ -32,7 +32,7 @@ from components.paths import StagePaths
 
 MARKER = "cvops_run.json"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # written by Ray Train's checkpoint manager
-CODE = Path(__file__).parent
+CODE = Path(__file__).parents[1]  # all of components/
 
 
 def training_inputs(params: Params, task: str, cfg: TaskConfig) -> dict[str, Any]:

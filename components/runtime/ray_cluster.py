@@ -19,7 +19,7 @@ WORKER_ENV = {
 def setup_worker() -> None:
     """Runs in every Ray worker process of the stage (Train workers, the Train controller, its
     placement-group cleaner). Ray Train's own console lines are quieted by RunConfig's
-    LoggingConfig (components.train), not here: Train reconfigures its loggers after this hook.
+    LoggingConfig (components.stages.train), not here: Train reconfigures its loggers after this hook.
 
     The cleaner asks the State API whether the controller is alive; the State API finds its
     cluster through RAY_ADDRESS, else by looking for running clusters on the host, which fails
@@ -108,7 +108,7 @@ def resolve_init(init_from: str | None, params: Params) -> str | None:
         if not path.is_file():
             raise FileNotFoundError(f"model.init_from: checkpoint '{path}' does not exist; give a .pt written by the train stage or a models:/ URI")
         return str(path.resolve())
-    from components import tracking
+    from components.runtime import tracking
 
     tracking.setup(params)
     return str(registered_checkpoint(init_from))

@@ -151,7 +151,7 @@ def validate_dataset(root: Path, manifest: Path, spec: TaskSpec, cfg: ContractCo
 def _log_to_mlflow(params: Params, task: str, summary: dict[str, Any], docs_dir: Path, message: str) -> None:
     import mlflow
 
-    from components import tracking
+    from components.runtime import tracking
 
     tracking.setup(params)
     with mlflow.start_run(run_name=f"{task}-validate"):

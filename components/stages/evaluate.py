@@ -21,15 +21,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from components import tracking
 from components.config import Params
 from components.data.datamodule import CVDataModule
 from components.evaluation import adversarial, card, corruptions, fairness, plots
 from components.evaluation.explain import explanation_grid
 from components.evaluation.predictions import monitor_value, predict_all, take
-from components.inference import load_checkpoint
 from components.paths import StagePaths
 from components.registry.lineage import data_hash
+from components.runtime import tracking
+from components.serving.checkpoint import load_checkpoint
 from components.tasks import get_task
 
 OVERLAY_IMAGES = 8  # test images drawn with their predictions
@@ -148,7 +148,7 @@ def metrics_on_test_split(model: torch.nn.Module, meta: dict[str, Any], data_dir
 def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int = OVERLAY_IMAGES) -> Path | None:
     """The task's drawing of its predictions on the first `count` test images (a fixed
     sample: split order is the dataset's), as one grid PNG; None if the task draws none."""
-    from components.evaluation.overlays import save_grid, to_uint8
+    from components.tasks.drawing import save_grid, to_uint8
 
     dataset = data.dataset("test")
     images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])

@@ -13,8 +13,8 @@ from components.data import digits, shapes
 from components.data.manifest import write_manifest
 from components.data.safepath import inside_root
 from components.paths import StagePaths
+from components.stages.validate import DataContractError
 from components.tasks import get_task
-from components.validate import DataContractError
 
 
 def check_user_dataset(source: Path) -> Path:

@@ -22,15 +22,16 @@ import mlflow
 import torch
 from mlflow.entities import Metric
 
-from components import ray_cluster, resume, tracking
 from components.config import Params, TaskConfig, params_hash
 from components.data.datamodule import CVDataModule
-from components.inference import save_checkpoint
-from components.module import CVModule
 from components.paths import StagePaths
+from components.runtime import ray_cluster, tracking
+from components.serving.checkpoint import save_checkpoint
 from components.tasks import get_task
+from components.training import resume
+from components.training.module import CVModule
 
-PYFUNC_FILE = Path(__file__).parent / "registry" / "pyfunc.py"
+PYFUNC_FILE = Path(__file__).parents[1] / "serving" / "pyfunc.py"
 SERVING_PACKAGES = ("torch", "torchvision", "mlflow", "pillow", "numpy", "pandas")
 
 
@@ -211,8 +212,8 @@ def storage_path(params: Params) -> str:
 def run(params: Params, task: str) -> Path:
     """Train `task` on its prepared data (with the tune stage's best config); returns the
     path of the written checkpoint. An interrupted training with the same inputs is resumed
-    (components.resume)."""
-    from components import tune as tuning
+    (components.training.resume)."""
+    from components.stages import tune as tuning
 
     cfg, tuned = tuning.tuned_config(params, task)
     experiment_id = tracking.setup(params)

@@ -16,9 +16,9 @@ from typing import Any
 
 import mlflow
 
-from components import ray_cluster, tracking
 from components.config import ConfigError, Params, TaskConfig, params_hash
 from components.paths import StagePaths
+from components.runtime import ray_cluster, tracking
 from components.tasks import get_task
 
 TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 1024**2}  # the trial actor only waits on its Train run
@@ -59,7 +59,7 @@ def trial(config: dict[str, Any], worker: dict[str, Any], params_json: str) -> N
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from components import train
+    from components.stages import train
 
     sampled = apply_overrides(TaskConfig(model=worker["model"], train=worker["train"]), config)
     worker = {**worker, "model": sampled.model.model_dump(), "train": sampled.train.model_dump()}
@@ -101,8 +101,8 @@ def _search(params: Params, task: str, metric: str, parent_run_id: str, experime
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from components import train
-    from components.tune_callbacks import MlflowTrials, OrphanPlacementGroupReaper
+    from components.stages import train
+    from components.training.tune_callbacks import MlflowTrials, OrphanPlacementGroupReaper
 
     cfg = params.task(task).tune
     max_t = cfg.epochs or params.task(task).train.epochs

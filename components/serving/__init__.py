@@ -1,0 +1,1 @@
+"""The checkpoint format, the MLflow pyfunc and batch prediction."""

@@ -1,0 +1,1 @@
+"""Training machinery: the LightningModule, resume across runs, Ray Tune callbacks."""
