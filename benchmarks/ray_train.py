@@ -6,7 +6,7 @@ loop on the same model, data and batch size; the fixed startup cost of a Ray Tra
 
 Throughput counts training batches only (epoch start to its validation), as images/s
 summed over workers, median over the epochs after the first. The stage's figure comes
-from its own per-epoch MLflow metric `perf_train_images_per_s` (components/stages/train.py).
+from its own per-epoch MLflow metric `perf_train_images_per_s` (components/training/worker.py).
 
     uv run python benchmarks/ray_train.py --breakdown [--repeats 3]
 
@@ -119,9 +119,9 @@ def layer_rates(ws: Path, repeats: int) -> dict[str, list[float]]:
 
     from components.config import load_params
     from components.data.datamodule import CVDataModule
-    from components.stages.train import EpochReport
     from components.tasks import get_task
     from components.training.module import CVModule
+    from components.training.worker import EpochReport
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))

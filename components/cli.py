@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from components.config import ConfigError
+from components.errors import ConfigError, DataContractError, exit_code
 from components.paths import STAGES
 
 EPILOG = """\
@@ -177,13 +177,6 @@ def _lineage(args: argparse.Namespace) -> int:
     return _registry(args, lambda params: lineage_command(params, args.model, args.json))
 
 
-def _exit_codes() -> dict[type, int]:
-    """Exit codes the flow reads to decide on retries: 2 and 3 are never retried."""
-    from components.stages.validate import DataContractError
-
-    return {ConfigError: 2, DataContractError: 3}
-
-
 def _task_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="task name, a section of params.yaml's `tasks`")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -271,13 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    from components.stages.validate import DataContractError
-
     try:
         return func(args)
     except (ConfigError, DataContractError, FileNotFoundError) as exc:
         print(f"cvops: error: {exc}", file=sys.stderr)
-        return _exit_codes().get(type(exc), 1)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

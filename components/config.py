@@ -16,11 +16,9 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.errors import ConfigError  # noqa: F401  (re-exported: config's errors)
+
 PARAMS_FILE = "params.yaml"
-
-
-class ConfigError(ValueError):
-    """params.yaml is invalid; the message names the key, the rule and the fix."""
 
 
 class Strict(BaseModel):

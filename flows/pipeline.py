@@ -22,11 +22,10 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
+from components.errors import PERMANENT_EXIT_CODES  # noqa: E402
 from components.paths import STAGES  # noqa: E402
 from components.registry.gate import checks_table  # noqa: E402
 from flows import dvc_runner  # noqa: E402
-
-PERMANENT_EXIT_CODES = {2, 3}  # cvops: 2 = configuration error, 3 = data contract failed
 
 
 class GateRejected(RuntimeError):

@@ -15,12 +15,12 @@ from mlflow import MlflowClient
 
 from components.config import load_params
 from components.data.datamodule import CVDataModule
+from components.evaluation.suite import metrics_on_test_split
 from components.paths import StagePaths
 from components.runtime import tracking
 from components.serving.checkpoint import load_checkpoint, save_checkpoint
+from components.serving.model import log_model
 from components.stages import prepare
-from components.stages.evaluate import metrics_on_test_split
-from components.stages.train import log_model
 from components.tasks import get_task
 from tests.conftest import ROOT, tiny_params
 

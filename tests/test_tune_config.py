@@ -11,6 +11,7 @@ import yaml
 from components.config import ConfigError, parse_params
 from components.runtime import submit
 from components.stages import tune
+from components.training import tuned as tuning
 from tests.conftest import ROOT
 
 TASK = "classification"
@@ -44,10 +45,10 @@ def test_bad_search_space_fails_with_the_rule(space, message):
 
 def test_overrides_apply_and_are_validated():
     cfg = params_with().task(TASK)
-    tuned = tune.apply_overrides(cfg, {"train.lr": 0.02, "model.arch": "resnet18"})
+    tuned = tuning.apply_overrides(cfg, {"train.lr": 0.02, "model.arch": "resnet18"})
     assert (tuned.train.lr, tuned.model.arch, tuned.train.epochs) == (0.02, "resnet18", cfg.train.epochs)
     with pytest.raises(ValueError, match="greater than 0"):
-        tune.apply_overrides(cfg, {"train.lr": -1})
+        tuning.apply_overrides(cfg, {"train.lr": -1})
 
 
 def test_tuning_off_writes_no_overrides_and_train_reads_params(tmp_path, monkeypatch):
@@ -55,7 +56,7 @@ def test_tuning_off_writes_no_overrides_and_train_reads_params(tmp_path, monkeyp
     params = params_with(enabled=False)
     out = tune.run(params, TASK)
     assert json.loads(out.read_text()) == {"tuned": False, "best_config": {}, "run_id": None}
-    cfg, tuned = tune.tuned_config(params, TASK)
+    cfg, tuned = tuning.tuned_config(params, TASK)
     assert cfg == params.task(TASK) and tuned["tuned"] is False
 
 

@@ -9,14 +9,9 @@ tests) the card holds the test metrics and the gate section only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from components.evaluation.card import write_card
 from components.paths import StagePaths
-from components.registry.gate import Verdict
-
-if TYPE_CHECKING:
-    from components.registry.promotion import Candidate
+from components.registry.gate import Candidate, Verdict
 
 
 def gate_section(verdict: Verdict) -> str:

@@ -14,6 +14,17 @@ from components.config import ChangeThreshold, ConfigError, GateConfig, Threshol
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A trained model up for promotion: its run, logged model, test metrics and lineage."""
+    task: str
+    name: str  # registered model, cvops-<task>
+    model_uri: str  # the run's logged pyfunc
+    run_id: str
+    metrics: dict[str, float]
+    tags: dict[str, str]  # lineage
+
+
+@dataclass(frozen=True)
 class Check:
     metric: str
     rule: str  # e.g. ">= 0.9" or "change (higher) >= -0.005"

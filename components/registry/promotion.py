@@ -21,19 +21,9 @@ from mlflow import MlflowClient
 from components.config import GateConfig
 from components.registry.audit import CHALLENGER, CHAMPION, alias_version, move_alias, registry_lock
 from components.registry.card import model_card
-from components.registry.gate import Verdict, check_config, evaluate_gate
+from components.registry.gate import Candidate, Verdict, check_config, evaluate_gate
 
 ChampionMetrics = Callable[[str], dict[str, float]]  # version -> its metrics on the same test data
-
-
-@dataclass(frozen=True)
-class Candidate:
-    task: str
-    name: str  # registered model, cvops-<task>
-    model_uri: str  # the run's logged pyfunc
-    run_id: str
-    metrics: dict[str, float]
-    tags: dict[str, str]  # lineage
 
 
 @dataclass(frozen=True)
@@ -53,7 +43,7 @@ def load_version(name: str, version: str):
 
 def champion_evaluator(name: str, data_dir: Path, batch_size: int, gate: GateConfig) -> ChampionMetrics:
     """Re-evaluates a champion version on `data_dir`'s test split with the evaluate stage's code."""
-    from components.stages.evaluate import metrics_on_test_split
+    from components.evaluation.suite import metrics_on_test_split
 
     def evaluate(version: str) -> dict[str, float]:
         if not gate.changes:  # nothing compares with the champion: skip the work

@@ -1,6 +1,6 @@
 """The prepare stage: materialise the task's dataset in its canonical layout under
 data/<task>/ (built-in shapes or digits, or a user's dataset: `data.source: path`, in the
-formats of DESIGN.md) and write its manifests. data/<task> is this stage's DVC output, so an
+formats of the README's Data section) and write its manifests. data/<task> is this stage's DVC output, so an
 ingested dataset is versioned and pushed like the built-in ones."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from components.config import Params
 from components.data import digits, shapes
 from components.data.manifest import write_manifest
 from components.data.safepath import inside_root
+from components.errors import DataContractError
 from components.paths import StagePaths
-from components.stages.validate import DataContractError
 from components.tasks import get_task
 
 

@@ -20,27 +20,9 @@ from components.config import ConfigError, Params, TaskConfig, params_hash
 from components.paths import StagePaths
 from components.runtime import ray_cluster, tracking
 from components.tasks import get_task
+from components.training.tuned import apply_overrides
 
 TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 1024**2}  # the trial actor only waits on its Train run
-
-
-def tuned_config(params: Params, task: str) -> tuple[TaskConfig, dict[str, Any]]:
-    """The task config with the tune stage's best overrides applied, and the tune.json read."""
-    cfg, path = params.task(task), StagePaths(task).tune_result
-    if not path.is_file():
-        print(f"no {path}: training with params.yaml's config (the tune stage writes it)", flush=True)
-        return cfg, {}
-    tuned = json.loads(path.read_text())
-    return apply_overrides(cfg, tuned.get("best_config", {})), tuned
-
-
-def apply_overrides(cfg: TaskConfig, overrides: dict[str, Any]) -> TaskConfig:
-    """`{"train.lr": 0.01, ...}` on top of the task config, validated like params.yaml."""
-    raw = cfg.model_dump()
-    for key, value in overrides.items():
-        section, _, leaf = key.partition(".")
-        raw[section][leaf] = value
-    return TaskConfig.model_validate(raw)
 
 
 def search_space(cfg: TaskConfig) -> dict[str, Any]:
@@ -59,12 +41,12 @@ def trial(config: dict[str, Any], worker: dict[str, Any], params_json: str) -> N
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from components.stages import train
+    from components.training.worker import build_trainer
 
     sampled = apply_overrides(TaskConfig(model=worker["model"], train=worker["train"]), config)
     worker = {**worker, "model": sampled.model.model_dump(), "train": sampled.train.model_dump()}
     name = f"{worker['task']}-trial-{tune.get_context().get_trial_id()}"
-    train.build_trainer(Params.model_validate_json(params_json), worker, name, max_failures=0,
+    build_trainer(Params.model_validate_json(params_json), worker, name, max_failures=0,
                         callbacks=[TuneReportCallback()]).fit()
 
 
@@ -101,14 +83,14 @@ def _search(params: Params, task: str, metric: str, parent_run_id: str, experime
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from components.stages import train
     from components.training.tune_callbacks import MlflowTrials, OrphanPlacementGroupReaper
+    from components.training.worker import storage_path, worker_config
 
     cfg = params.task(task).tune
     max_t = cfg.epochs or params.task(task).train.epochs
-    params = params.model_copy(update={"ray": params.ray.model_copy(update={"storage_path": train.storage_path(params)})})
+    params = params.model_copy(update={"ray": params.ray.model_copy(update={"storage_path": storage_path(params)})})
     base = apply_overrides(params.task(task), {"train.epochs": max_t})
-    worker = train.worker_config(params, task, base, ray_cluster.use_gpu(params), run_id=None)
+    worker = worker_config(params, task, base, ray_cluster.use_gpu(params), run_id=None)
     trainable = tune.with_parameters(trial, worker=worker, params_json=params.model_dump_json())
     tuner = tune.Tuner(
         # 0 CPU for the trial actor, so the Train workers of a trial get the CPUs; {"cpu": 0}

@@ -20,15 +20,12 @@ import pandas as pd
 from components.config import ContractConfig, Params
 from components.data.contract_rules import INDEX, SPLITS, Rule, build_rules, stats_table
 from components.data.manifest import annotations_path
+from components.errors import DataContractError
 from components.paths import StagePaths
 from components.tasks import get_task
 from components.tasks.base import TaskSpec
 
 DOCS_SITE = "contract"
-
-
-class DataContractError(RuntimeError):
-    """The dataset broke the data contract; the message is the report."""
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -124,11 +124,15 @@ class TaskSpec(ABC):
         the N images in each of B multisets -> [B] values, each the metric of the predictions
         and targets of those images. Default: one task-metric computation per multiset; tasks
         whose metric derives from per-image statistics override it with one vectorised pass."""
-        from components.evaluation.predictions import metric_value, take
+        from components.data.batch import take
+
+        def value(index: np.ndarray) -> float:
+            metric = self.make_metric(len(classes))
+            metric.update(take(preds, index), take(targets, index))
+            return self.summarize(metric.compute(), classes)[self.monitor]
 
         def fn(counts: np.ndarray) -> np.ndarray:
-            index = [np.repeat(np.arange(counts.shape[1]), row) for row in counts]
-            return np.array([metric_value(self, len(classes), classes, take(preds, i), take(targets, i))[self.monitor] for i in index])
+            return np.array([value(np.repeat(np.arange(counts.shape[1]), row)) for row in counts])
 
         return fn
 

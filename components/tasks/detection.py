@@ -10,12 +10,25 @@ ids 1..C (0 is the background, as torchvision's detectors expect).
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torchmetrics
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
 from torchvision import tv_tensors
+from torchvision.models import detection as tvd
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms import v2
+
+from components.tasks.base import TaskSpec
+from components.tasks.nets import SmallDetectionBody
 
 SPLITS = ("train", "val", "test")
 
@@ -42,57 +55,6 @@ def read_coco_records(root: Path) -> list[dict[str, Any]]:
             })
     return records
 
-
-class DetectionData:
-    """Reading and target building for detection; the TaskSpec mixes this in."""
-
-    def read_records(self, root: Path) -> list[dict[str, Any]]:
-        return read_coco_records(root)
-
-    def record_classes(self, record: dict[str, Any]) -> list[str]:
-        return list(record["labels"])
-
-    def class_names(self, declared: list[str]) -> list[str]:
-        return ["background", *declared]
-
-    def annotation_rows(self, record, root, width, height) -> list[dict[str, Any]]:
-        """One "box" row per box: XYXY pixels and its area (0 when degenerate)."""
-        return [
-            {"kind": "box", "label": name, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-             "area": max(0.0, x2 - x1) * max(0.0, y2 - y1)}
-            for (x1, y1, x2, y2), name in zip(record["boxes"], record["labels"], strict=True)
-        ]
-
-    def load_target(self, record, root, size, class_to_idx) -> dict[str, Any]:
-        boxes = torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4)
-        return {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size),
-            "labels": torch.tensor([class_to_idx[name] for name in record["labels"]], dtype=torch.int64),
-        }
-
-    def target_transforms(self) -> list[Any]:
-        return [v2.SanitizeBoundingBoxes(min_size=1)]  # drop boxes an augmentation cut away
-
-    def collate(self, batch):
-        images, targets = zip(*batch, strict=True)
-        return torch.stack(images), list(targets)
-
-
-# ---- the TaskSpec --------------------------------------------------------------------
-from functools import partial  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torchmetrics  # noqa: E402
-from torch import nn  # noqa: E402
-from torchmetrics.detection import MeanAveragePrecision  # noqa: E402
-from torchvision.models import detection as tvd  # noqa: E402
-from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: E402
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone  # noqa: E402
-from torchvision.models.detection.transform import GeneralizedRCNNTransform  # noqa: E402
-from torchvision.ops import MultiScaleRoIAlign  # noqa: E402
-
-from components.tasks.base import TaskSpec  # noqa: E402
-from components.tasks.nets import SmallDetectionBody  # noqa: E402
 
 OVERLAY_SCORE = 0.5  # boxes drawn on overlays; metrics and serving keep every box
 
@@ -225,10 +187,45 @@ def average_precision(tp: np.ndarray, fp: np.ndarray, positives: np.ndarray) -> 
     return ap
 
 
-class DetectionTask(DetectionData, TaskSpec):
+class DetectionTask(TaskSpec):
     name = "detection"
     monitor = "map_50"
     models = _zoo()
+
+    # ---- reading and targets
+
+    def read_records(self, root: Path) -> list[dict[str, Any]]:
+        return read_coco_records(root)
+
+    def record_classes(self, record: dict[str, Any]) -> list[str]:
+        return list(record["labels"])
+
+    def class_names(self, declared: list[str]) -> list[str]:
+        return ["background", *declared]
+
+    def annotation_rows(self, record, root, width, height) -> list[dict[str, Any]]:
+        """One "box" row per box: XYXY pixels and its area (0 when degenerate)."""
+        return [
+            {"kind": "box", "label": name, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+             "area": max(0.0, x2 - x1) * max(0.0, y2 - y1)}
+            for (x1, y1, x2, y2), name in zip(record["boxes"], record["labels"], strict=True)
+        ]
+
+    def load_target(self, record, root, size, class_to_idx) -> dict[str, Any]:
+        boxes = torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4)
+        return {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size),
+            "labels": torch.tensor([class_to_idx[name] for name in record["labels"]], dtype=torch.int64),
+        }
+
+    def target_transforms(self) -> list[Any]:
+        return [v2.SanitizeBoundingBoxes(min_size=1)]  # drop boxes an augmentation cut away
+
+    def collate(self, batch):
+        images, targets = zip(*batch, strict=True)
+        return torch.stack(images), list(targets)
+
+    # ---- model, loss, metrics
 
     def backbone_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         backbone = model.backbone

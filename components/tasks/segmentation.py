@@ -8,21 +8,56 @@ Record: {"path", "split", "group", "mask"}. Target: tv_tensors.Mask int64 [H, W]
 from __future__ import annotations
 
 import csv
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import torchmetrics
 from PIL import Image
+from torch import nn
 from torchvision import tv_tensors
+from torchvision.models import segmentation as tvs
 
 from components.data.safepath import ESCAPES, inside_root
+from components.tasks.base import TaskSpec
+from components.tasks.nets import SmallUNet
 
 IGNORE_INDEX = 255
 
 
-class SegmentationData:
-    """Reading and target building for segmentation; the TaskSpec mixes this in."""
+def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] logits; torchvision's segmentation models return {"out": ...}."""
+    out = model(images)
+    return out["out"] if isinstance(out, dict) else out
+
+
+def iou_and_dice(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class IoU and Dice [..., C] from confusion matrices [..., C, C] (true class per
+    row); NaN for a class absent from both prediction and target, so means skip it."""
+    confusion = confusion.double()
+    tp = confusion.diagonal(dim1=-2, dim2=-1)
+    fp, fn = confusion.sum(dim=-2) - tp, confusion.sum(dim=-1) - tp
+    union = tp + fp + fn
+    nan = torch.full_like(tp, float("nan"))
+    iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
+    dice = torch.where(union > 0, 2 * tp / (2 * tp + fp + fn).clamp(min=1), nan)
+    return iou, dice
+
+
+class SegmentationTask(TaskSpec):
+    name = "segmentation"
+    monitor = "miou"
+    models = {
+        "unet_small": SmallUNet,
+        "lraspp_mobilenet_v3_large": partial(tvs.lraspp_mobilenet_v3_large, weights=None, weights_backbone=None),
+        "deeplabv3_mobilenet_v3_large": partial(tvs.deeplabv3_mobilenet_v3_large, weights=None, weights_backbone=None, aux_loss=False),
+        "fcn_resnet50": partial(tvs.fcn_resnet50, weights=None, weights_backbone=None, aux_loss=False),
+    }
+
+    # ---- reading and targets
 
     def read_records(self, root: Path) -> list[dict[str, Any]]:
         with (root / "labels.csv").open(newline="") as f:
@@ -61,47 +96,7 @@ class SegmentationData:
         images, masks = zip(*batch, strict=True)
         return torch.stack(images), torch.stack([torch.as_tensor(m) for m in masks])
 
-
-# ---- the TaskSpec --------------------------------------------------------------------
-from functools import partial  # noqa: E402
-
-import torch.nn.functional as F  # noqa: E402
-import torchmetrics  # noqa: E402
-from torch import nn  # noqa: E402
-from torchvision.models import segmentation as tvs  # noqa: E402
-
-from components.tasks.base import TaskSpec  # noqa: E402
-from components.tasks.nets import SmallUNet  # noqa: E402
-
-
-def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] logits; torchvision's segmentation models return {"out": ...}."""
-    out = model(images)
-    return out["out"] if isinstance(out, dict) else out
-
-
-def iou_and_dice(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class IoU and Dice [..., C] from confusion matrices [..., C, C] (true class per
-    row); NaN for a class absent from both prediction and target, so means skip it."""
-    confusion = confusion.double()
-    tp = confusion.diagonal(dim1=-2, dim2=-1)
-    fp, fn = confusion.sum(dim=-2) - tp, confusion.sum(dim=-1) - tp
-    union = tp + fp + fn
-    nan = torch.full_like(tp, float("nan"))
-    iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
-    dice = torch.where(union > 0, 2 * tp / (2 * tp + fp + fn).clamp(min=1), nan)
-    return iou, dice
-
-
-class SegmentationTask(SegmentationData, TaskSpec):
-    name = "segmentation"
-    monitor = "miou"
-    models = {
-        "unet_small": SmallUNet,
-        "lraspp_mobilenet_v3_large": partial(tvs.lraspp_mobilenet_v3_large, weights=None, weights_backbone=None),
-        "deeplabv3_mobilenet_v3_large": partial(tvs.deeplabv3_mobilenet_v3_large, weights=None, weights_backbone=None, aux_loss=False),
-        "fcn_resnet50": partial(tvs.fcn_resnet50, weights=None, weights_backbone=None, aux_loss=False),
-    }
+    # ---- model, loss, metrics
 
     def label_summary(self, record: dict[str, Any]) -> str:
         # the mask is the annotation; a per-class summary, when the data side gives one, wins

@@ -1,0 +1,155 @@
+"""The evaluation suite of one model on the test split: task metrics, fairness, robustness
+(corruptions, adversarial), plots and the prediction grid. The evaluate stage runs it on the
+candidate; the gate may run it on the champion, so both are measured by the same code.
+
+The model runs once over the clean split and once per corrupted / attacked copy of the
+robustness subsample (every eps of an attack in one batch); fairness, bootstraps and the
+subsample's clean metric reuse the kept per-image predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from tqdm import tqdm
+
+from components.config import Params
+from components.data.datamodule import CVDataModule
+from components.evaluation import adversarial, corruptions, fairness, plots
+from components.evaluation.explain import explanation_grid
+from components.evaluation.predictions import monitor_value, predict_all, take
+from components.paths import StagePaths
+from components.runtime import tracking
+from components.tasks import get_task
+
+OVERLAY_IMAGES = 8  # test images drawn with their predictions
+
+
+def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, float]:
+    """Per-corruption errors the current @champion logged when it was evaluated ({} if none)."""
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(f"{params.tracking.model_prefix}{task}", "champion")
+    except mlflow.exceptions.MlflowException:
+        return {}
+    logged = client.get_run(version.run_id).data.metrics
+    keys = {n: tracking.metric_key(f"robustness/{n}_error", "test_") for n in names}
+    return {n: logged[k] for n, k in keys.items() if k in logged}
+
+
+def robustness_subset(spec, classes: list[str], samples: list, preds: Any, targets: Any, size: int,
+                      seed: int) -> tuple[list, float]:
+    """A fixed, seeded subsample of the test split for the corruption and attack passes (each
+    costs one or more clean passes), with the monitored metric of that same subsample (from
+    the kept predictions, measured as the corrupted and attacked ones are) so that retention
+    compares like with like. size 0 (or >= the split) keeps every image."""
+    keep = list(range(len(samples)))
+    if size and size < len(samples):
+        keep = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
+    return [samples[i] for i in keep], monitor_value(spec, classes, take(preds, keep), take(targets, keep))
+
+
+def suite_passes(ev, test_images: int) -> int:
+    """Image passes through the model in the suite (the progress bar's total): the clean
+    split, then on the robustness subsample each corruption level, and per eps one FGSM
+    prediction (after one gradient for all eps) and PGD's steps plus its prediction."""
+    subset = min(ev.robustness_images or test_images, test_images)
+    attacked = 1 + len(ev.eps) * (ev.pgd_steps + 2) if ev.eps else 0
+    return test_images + subset * (sum(map(len, ev.corruptions.values())) + attacked)
+
+
+def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:
+    """Everything measured on the test split, as one JSON-able dict (the card's content)."""
+    cfg, spec, ev = params.task(task), data.spec, params.task(task).evaluate
+    model.eval()  # predictions in eval mode; attacks switch modes themselves and restore this
+    test = data.dataset("test")
+    samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
+    bs, classes = cfg.train.batch_size, data.classes
+    corruptions.check_names(list(ev.corruptions))
+    with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass") as bar:
+        preds, targets = predict_all(spec, model, samples, bs)
+        bar.update(len(samples))
+        metric = spec.make_metric(len(classes))
+        metric.update(preds, targets)
+        metrics = spec.summarize(metric.compute(), classes)
+        fair = fairness.fairness_report(spec, classes, preds, targets, groups, ev.bootstrap_samples, ev.min_group_size, params.seed)
+        subset, clean = robustness_subset(spec, classes, samples, preds, targets, ev.robustness_images, params.seed)
+        robust = corruptions.corruption_report(spec, model, classes, subset, ev.corruptions, clean, bs, params.seed, bar)
+        adv = adversarial.adversarial_report(spec, model, classes, subset, ev.eps, ev.pgd_steps, ev.pgd_step_size, clean, bs, params.seed, bar)
+    champion = champion_errors(params, task, list(ev.corruptions))
+    robust["mce"] = corruptions.mce(robust["errors"], champion)
+    flat = {**metrics, **fairness.flat_metrics(fair), **adversarial.flat_metrics(adv), **corruptions.flat_metrics(robust, champion)}
+    return {"metric_state": metric, "samples": samples, "metrics": flat, "fairness": fair, "corruptions": robust, "adversarial": adv}
+
+
+def write_plots(task: str, data: CVDataModule, model, suite: dict[str, Any], params: Params) -> dict[str, str]:
+    """Images under reports/<task>/evaluation; their data for `dvc plots` in write_curves."""
+    out, spec = StagePaths(task).evaluation, data.spec
+    paths = dict(spec.plots(suite["metric_state"], data.classes, out))
+    paths["corruptions"] = plots.corruption_plot(suite["corruptions"], out / "corruptions.png")
+    paths["adversarial"] = plots.adversarial_plot(suite["adversarial"], out / "adversarial.png")
+    if any(r["value"] is not None for r in suite["fairness"]["groups"]):
+        paths["fairness"] = plots.fairness_plot(suite["fairness"], out / "fairness.png")
+    grid = explanation_grid(spec, model, suite["samples"], data.classes, params.task(task).evaluate.explain_samples, out / "explanations.png")
+    if grid is not None:
+        paths["explanations"] = grid
+    write_curves(StagePaths(task).curves, suite)
+    return {name: str(p) for name, p in paths.items()}
+
+
+def write_curves(out: Path, suite: dict[str, Any]) -> None:
+    """One series per JSON file, as dvc.yaml's evaluate plots declare them (x, y): the test
+    metric vs eps per attack, vs severity (mean over corruptions; 0 is clean), per group.
+    `dvc plots diff A B` overlays them across revisions and experiments."""
+    out.mkdir(parents=True, exist_ok=True)
+    corruption, rows = suite["corruptions"], suite["corruptions"]["rows"]
+    curves = {f"{attack}.json": [{"eps": eps, "value": v} for eps, v in sorted(curve.items())]
+              for attack, curve in suite["adversarial"]["curves"].items()}
+    severities = sorted({r["severity"] for r in rows})
+    curves["corruption_severity.json"] = [{"severity": 0, "value": corruption["clean"]}] + [
+        {"severity": s, "value": sum(r["value"] for r in rows if r["severity"] == s) / sum(r["severity"] == s for r in rows)}
+        for s in severities]
+    curves["groups.json"] = [{"group": r["group"], "value": r["value"]} for r in suite["fairness"]["groups"] if r["value"] is not None]
+    for name, data in curves.items():
+        (out / name).write_text(json.dumps(data, indent=1))
+
+
+def load_test_split(meta: dict[str, Any], data_dir: Path, batch_size: int, source: str) -> CVDataModule:
+    """The dataset a checkpoint is evaluated on; its classes must be the ones it learned."""
+    data = CVDataModule(data_dir, get_task(meta["task"]), meta["image_size"], batch_size)
+    if data.classes != meta["classes"]:
+        raise ValueError(f"{source} was trained on classes {meta['classes']} but {data_dir} declares {data.classes}: rerun the train stage")
+    return data
+
+
+def metrics_on_test_split(model: torch.nn.Module, meta: dict[str, Any], data_dir: Path, batch_size: int,
+                          source: str = "the model") -> dict[str, float]:
+    """The task metrics of a model on the test split (the gate re-evaluates the champion
+    with this, so candidate and champion are measured by the same code on the same data)."""
+    data = load_test_split(meta, data_dir, batch_size, source)
+    test = data.dataset("test")
+    preds, targets = predict_all(data.spec, model, [test[i] for i in range(len(test))], batch_size)
+    metric = data.spec.make_metric(len(data.classes))
+    metric.update(preds, targets)
+    return data.spec.summarize(metric.compute(), data.classes)
+
+
+@torch.no_grad()
+def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int = OVERLAY_IMAGES) -> Path | None:
+    """The task's drawing of its predictions on the first `count` test images (a fixed
+    sample: split order is the dataset's), as one grid PNG; None if the task draws none."""
+    from components.tasks.drawing import save_grid, to_uint8
+
+    dataset = data.dataset("test")
+    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
+    preds = data.spec.predict(model, images)
+    drawn = [data.spec.draw_prediction(to_uint8(image), preds[i], data.classes) for i, image in enumerate(images)]
+    if not drawn or drawn[0] is None:
+        return None
+    return save_grid(drawn, out)
+
+
