@@ -14,12 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
-
 from components.config import ConfigError, Params, TaskConfig, params_hash
 from components.paths import StagePaths
-from components.runtime import ray_cluster, tracking
-from components.tasks import get_task
 from components.training.tuned import apply_overrides
 
 TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 1024**2}  # the trial actor only waits on its Train run
@@ -61,6 +57,12 @@ def run(params: Params, task: str) -> Path:
         out.write_text(json.dumps({"tuned": False, "best_config": {}, "run_id": None}, indent=2))
         print(f"tuning is off for {task} (tasks.{task}.tune): train uses params.yaml", flush=True)
         return out
+    # imported here: with tuning off (the default) the stage starts without torch, MLflow or Ray
+    import mlflow
+
+    from components.runtime import ray_cluster, tracking
+    from components.tasks import get_task
+
     metric = cfg.tune.metric or f"val/{get_task(task).monitor}"
     experiment_id = tracking.setup(params)
     with mlflow.start_run(run_name=f"{task}-tune", experiment_id=experiment_id) as run:
@@ -83,6 +85,7 @@ def _search(params: Params, task: str, metric: str, parent_run_id: str, experime
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from components.runtime import ray_cluster, tracking
     from components.training.tune_callbacks import MlflowTrials, OrphanPlacementGroupReaper
     from components.training.worker import storage_path, worker_config
 

@@ -1,21 +1,52 @@
-"""Task registry: a plain dict from task name to its TaskSpec. One line per task."""
+"""Task registry: task name -> its TaskSpec. One line per task.
 
-from components.tasks.base import TaskSpec
-from components.tasks.classification import SPEC as CLASSIFICATION
-from components.tasks.detection import SPEC as DETECTION
-from components.tasks.segmentation import SPEC as SEGMENTATION
+The names are known without importing anything; a task's module (torch, torchvision,
+torchmetrics: seconds of start-up) is imported on first use, so a process that never touches
+a model (params validation, the tune stage with tuning off, `cvops --help`) starts fast.
+"""
 
-TASKS: dict[str, TaskSpec] = {
-    CLASSIFICATION.name: CLASSIFICATION,
-    DETECTION.name: DETECTION,
-    SEGMENTATION.name: SEGMENTATION,
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from components.tasks.base import TaskSpec
+
+MODULES = {  # name -> the module whose SPEC is the task's TaskSpec
+    "classification": "components.tasks.classification",
+    "detection": "components.tasks.detection",
+    "segmentation": "components.tasks.segmentation",
 }
 
 
+class _Registry(Mapping):
+    def __getitem__(self, name: str) -> TaskSpec:
+        return import_module(MODULES[name]).SPEC
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODULES)
+
+    def __len__(self) -> int:
+        return len(MODULES)
+
+
+TASKS: Mapping[str, TaskSpec] = _Registry()
+
+
 def get_task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise KeyError(f"unknown task '{name}'; registered tasks: {', '.join(TASKS)}")
+    if name not in MODULES:
+        raise KeyError(f"unknown task '{name}'; registered tasks: {', '.join(MODULES)}")
     return TASKS[name]
+
+
+def __getattr__(name: str):  # `from components.tasks import TaskSpec`, imported when asked for
+    if name == "TaskSpec":
+        from components.tasks.base import TaskSpec
+
+        return TaskSpec
+    raise AttributeError(name)
 
 
 __all__ = ["TASKS", "TaskSpec", "get_task"]
