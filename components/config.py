@@ -118,8 +118,8 @@ class GateConfig(Strict):
 class ContractConfig(Strict):
     """The data contract's knobs (Great Expectations suite built from these)."""
 
-    formats: list[str] = ["PNG", "JPEG"]
-    channels: list[int] = [1, 3]
+    formats: list[str] = ["PNG", "JPEG", "TIFF", "BMP", "WEBP"]
+    channels: list[int] = Field([1, 2, 3, 4], description="bands before conversion to RGB (L, LA, RGB, RGBA/CMYK)")
     min_size: int = Field(8, ge=1)
     max_size: int = Field(4096, ge=1)
     min_images: int = Field(12, ge=1)
@@ -132,6 +132,8 @@ class ContractConfig(Strict):
     split_fraction: tuple[float, float] = Field((0.05, 0.9), description="share of images per split")
     min_split_images: int = Field(1, ge=0, description="images per split (0 allows an empty split)")
     min_group_images: int = Field(1, ge=0, description="images of each sensitive group in each split")
+    near_duplicate_distance: int = Field(
+        2, ge=0, le=64, description="perceptual-hash bits within which two images in different splits are one picture")
     skip: list[str] = Field([], description="rule names to remove from the suite (see the report)")
 
 

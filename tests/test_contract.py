@@ -192,13 +192,13 @@ CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
     (truncated_image, "classification", {"images decode"}),
     (zero_byte_file, "classification", {"non-empty files", "images decode"}),
     (not_an_image, "classification", {"images decode"}),
-    (wrong_channels, "classification", {"allowed channels"}),
+    (wrong_channels, "classification", {"allowed channels"}),  # with contract.channels [1, 3]
     (unknown_label, "classification", {"labels in the class list"}),
     (box_outside_image, "detection", {"boxes inside the image"}),
     (zero_area_box, "detection", {"box x2 > x1", "box area above minimum"}),
     (undeclared_mask_value, "segmentation", {"mask values declared"}),
     (mask_wrong_size, "segmentation", {"mask size equals image size"}),
-    (duplicate_across_splits, "classification", {"no images shared between splits"}),
+    (duplicate_across_splits, "classification", {"no images shared between splits", "no near-duplicates across splits"}),
     (duplicate_in_split, "classification", {"no duplicate images in a split"}),
     (missing_mask_file, "segmentation", {"annotation files readable"}),
     (missing_coco_file, "detection", {"no empty split", "split fractions", "groups in every split"}),
@@ -207,7 +207,7 @@ CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
     (symlink_out_of_root, "segmentation", {"paths inside the dataset root"}),
     (mask_path_escapes_root, "segmentation", {"annotation files inside the root"}),
     (group_missing_from_split, "segmentation", {"groups in every split"}),
-    (class_missing, "classification", {"class balance"}),
+    (class_missing, "classification", {"class balance", "every class in train"}),
 ]
 
 
@@ -215,7 +215,7 @@ CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
 def test_broken_dataset_is_caught_by_the_right_rule(clean, tmp_path, breakage, task, expected):
     root = shutil.copytree(clean, tmp_path / "ds")
     example = breakage(root)
-    summary, text = contract(root, task)
+    summary, text = contract(root, task, ContractConfig(channels=[1, 3]) if breakage is wrong_channels else None)
     assert not summary["success"]
     assert set(summary["failures"]) == expected, text
     line = next(line for line in text.splitlines() if line.startswith(f"  - {breakage_rule(expected)}:"))
@@ -243,7 +243,7 @@ def test_every_rule_can_be_skipped_and_unknown_names_are_refused(clean, tmp_path
     root = shutil.copytree(clean, tmp_path / "ds")
     truncated_image(root)
     summary, _ = contract(root, "classification", ContractConfig(skip=["images decode"]))
-    assert summary["success"] and summary["rules"] == 26
+    assert summary["success"] and summary["rules"] == 29
     from components.config import ConfigError
 
     with pytest.raises(ConfigError, match="contract.skip names no rule: \\['images decodes'\\]"):
