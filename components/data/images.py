@@ -6,7 +6,7 @@
   and its width/height are the displayed ones (what annotation tools draw boxes on).
 - Every Pillow mode becomes 8-bit RGB with its value range scaled, not clipped: 16-bit
   ("I;16*") divides by 257; 32-bit integer ("I") uses the 16-bit range when every value fits
-  in it (how Pillow opens 16-bit PNG/TIFF) else the full 32-bit range; float ("F") must hold
+  in it (how Pillow opens 16-bit PNG/TIFF) else the full signed 32-bit range (Pillow's "I" is int32); float ("F") must hold
   [0, 1]; LAB goes through ImageCms. Modes without a faithful conversion are refused by name.
 """
 
@@ -81,7 +81,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return _scaled(np.asarray(image), 65535, mode).convert("RGB")
     if mode == "I":
         array = np.asarray(image)
-        return _scaled(array, 65535 if array.size and array.max() <= 65535 else 2**32 - 1, mode).convert("RGB")
+        return _scaled(array, 65535 if array.size and array.max() <= 65535 else 2**31 - 1, mode).convert("RGB")
     if mode == "F":
         return _scaled(np.asarray(image), 1.0, mode).convert("RGB")
     if mode == "LAB":
