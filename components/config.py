@@ -56,11 +56,20 @@ class DataConfig(Strict):
 
 class ModelConfig(Strict):
     arch: str = "small_cnn"
+    weights: str | None = Field(
+        None, description="torchvision weights of `arch` (e.g. IMAGENET1K_V1), read from $TORCH_HOME/hub/checkpoints")
+    weights_path: str | None = Field(None, description="a local state dict (.pth) to start from, matched by name and shape")
     init_from: str | None = Field(
         None, description="a local checkpoint (.pt) or models:/<name>@<alias> to start from"
     )
     freeze_backbone_epochs: int = Field(0, ge=0)
     backbone_lr_factor: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_weights_source(self) -> ModelConfig:
+        if self.weights and self.weights_path:
+            raise ValueError("model.weights and model.weights_path both set: give one")
+        return self
 
 
 class TrainConfig(Strict):
