@@ -57,7 +57,11 @@ def read_csv(path: Path, name: str = CSV_NAME) -> tuple[list[dict[str, str]], li
     text, problem = decode_text(path.read_bytes(), name)
     if problem:
         return [], [problem]
-    rows = list(csv.reader(io.StringIO(text.replace("\x00", ""))))
+    try:  # newline=None: universal newlines (\r, \r\n and \n exports alike)
+        rows = list(csv.reader(io.StringIO(text.replace("\x00", ""), newline=None)))
+    except csv.Error as exc:
+        return [], [Problem("label file columns", name, f"line {exc.args and getattr(exc, 'line_num', '?')}", f"not CSV: {exc}",
+                            "save the file as CSV (comma-separated, fields with commas or quotes quoted)")]
     if not rows:
         return [], [Problem("label file columns", name, "header", "the file is empty", f"write a header row: {','.join(CSV_REQUIRED)},...")]
     header = [h.strip() for h in rows[0]]
@@ -83,7 +87,9 @@ def read_csv(path: Path, name: str = CSV_NAME) -> tuple[list[dict[str, str]], li
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    """The normalised CSV (UTF-8, no BOM, no padding) the task readers get."""
+    """The normalised CSV (UTF-8, no BOM, no padding) the task readers get; a new file, so a
+    hard link to the user's own labels.csv is never written through."""
+    path.unlink(missing_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, list(rows[0]) if rows else list(CSV_REQUIRED))
         writer.writeheader()

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from components.config import Params
-from components.data import digits, label_files, shapes
+from components.data import digits, importers, label_files, shapes
 from components.data.manifest import write_manifest
 from components.errors import ConfigError, DataContractError
 from components.paths import StagePaths
@@ -44,10 +44,26 @@ def check_user_dataset(source: Path) -> Path:
     return source
 
 
-def _copy_user_dataset(source: Path, out: Path) -> None:
-    """Copy a checked user dataset; links inside its root (files only, see above) are copied
-    as the files they name."""
-    shutil.copytree(check_user_dataset(source), out, dirs_exist_ok=True)
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)  # no second copy of the user's images on disk
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def ingest_user_dataset(source: Path, out: Path, fmt: str, fractions: tuple[float, float, float], seed: int,
+                        near_distance: int) -> str:
+    """A checked user dataset into `out` in the canonical layout: as it is (hard links, so
+    the images are not stored twice) or through its format's importer. Returns what was done."""
+    source = check_user_dataset(source)
+    found = fmt
+    if fmt == "auto":
+        fmt, found = importers.detect(source)
+    if fmt in ("canonical", "imagefolder"):
+        shutil.copytree(source, out, dirs_exist_ok=True, copy_function=_link_or_copy)
+    else:
+        importers.import_dataset(fmt, source, out, fractions, seed, near_distance)
+    return f"{found} -> {fmt}"
 
 
 def write_checked_manifest(root: Path, task: str, manifest: Path, max_side: int | None = None) -> int:
@@ -81,7 +97,9 @@ def run(params: Params, task: str) -> Path:
     elif cfg.source == "digits":
         digits.export(out, splits, params.seed)
     else:
-        _copy_user_dataset(Path(cfg.path), out)
+        how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed,
+                                  params.task(task).contract.near_duplicate_distance)
+        print(f"data.path {cfg.path}: found {how}")
     rows = write_checked_manifest(out, task, paths.manifest, params.task(task).contract.max_size)
     print(f"prepared {rows} images ({cfg.source}) in {out}/, manifest {paths.manifest}")
     return out
