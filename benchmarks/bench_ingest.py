@@ -23,7 +23,7 @@ def du(*paths: Path) -> str:
 
 
 def main(n: int = 20000, size: int = 64) -> None:
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         user = shapes.generate(tmp / "user", shapes.ShapesConfig(num_images=n, image_size=size, minority_fraction=0.3, seed=1))
         print(f"user dataset {n} images of {size} px: du {du(user)} MiB")

@@ -143,8 +143,9 @@ class ContractConfig(Strict):
     split_fraction: tuple[float, float] = Field((0.05, 0.9), description="share of images per split")
     min_split_images: int = Field(1, ge=0, description="images per split (0 allows an empty split)")
     min_group_images: int = Field(1, ge=0, description="images of each sensitive group in each split")
-    near_duplicate_distance: int = Field(
-        2, ge=0, le=64, description="perceptual-hash bits within which two images in different splits are one picture")
+    near_duplicate_distance: int | None = Field(
+        2, ge=0, le=64, description="perceptual-hash bits within which two images in different splits are one "
+        "picture (user data; null: off)")
     skip: list[str] = Field([], description="rule names to remove from the suite (see the report)")
 
 

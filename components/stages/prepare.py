@@ -98,7 +98,7 @@ def run(params: Params, task: str) -> Path:
         digits.export(out, splits, params.seed)
     else:
         how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed,
-                                  params.task(task).contract.near_duplicate_distance)
+                                  params.task(task).contract.near_duplicate_distance or 0)
         print(f"data.path {cfg.path}: found {how}")
     rows = write_checked_manifest(out, task, paths.manifest, params.task(task).contract.max_size)
     print(f"prepared {rows} images ({cfg.source}) in {out}/, manifest {paths.manifest}")
