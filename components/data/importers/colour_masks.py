@@ -1,5 +1,5 @@
 """Colour-coded RGB masks mapped to class indices by a palette: CVAT's `labelmap.txt`
-(`name:r,g,b:parts:actions`, background first) or a {name: [r, g, b]} mapping. A colour in
+(`name:r,g,b:parts:actions`, background first). A colour in
 a mask that the palette does not name is refused with the mask and the colour (a silent
 background would teach the model the wrong class)."""
 
@@ -47,5 +47,5 @@ def class_mask(mask: Image.Image, palette: dict[str, tuple[int, int, int]], wher
     if unknown.size:
         colours = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in unknown[:5].tolist()]
         raise refuse(where, "mask colours in the palette", f"colours {colours} are in no class of the palette",
-                     "add them to labelmap.txt / data.palette, or repaint them")
+                     "add them to labelmap.txt, or repaint them")
     return out
