@@ -41,6 +41,8 @@ class Splits(Strict):
 class DataConfig(Strict):
     source: Literal["shapes", "digits", "path"] = "shapes"
     path: str | None = Field(None, description="user dataset root when source is 'path'")
+    format: Literal["auto", "canonical", "imagefolder", "coco", "yolo", "voc"] = Field(
+        "auto", description="layout of data.path; auto detects it and says what it found")
     num_images: int = Field(2000, ge=12)
     image_size: int = Field(32, ge=8, description="images are generated at and resized to this")
     objects_per_image: tuple[int, int] = (1, 1)
@@ -56,11 +58,20 @@ class DataConfig(Strict):
 
 class ModelConfig(Strict):
     arch: str = "small_cnn"
+    weights: str | None = Field(
+        None, description="torchvision weights of `arch` (e.g. IMAGENET1K_V1), read from $TORCH_HOME/hub/checkpoints")
+    weights_path: str | None = Field(None, description="a local state dict (.pth) to start from, matched by name and shape")
     init_from: str | None = Field(
         None, description="a local checkpoint (.pt) or models:/<name>@<alias> to start from"
     )
     freeze_backbone_epochs: int = Field(0, ge=0)
     backbone_lr_factor: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_weights_source(self) -> ModelConfig:
+        if self.weights and self.weights_path:
+            raise ValueError("model.weights and model.weights_path both set: give one")
+        return self
 
 
 class TrainConfig(Strict):
@@ -118,8 +129,8 @@ class GateConfig(Strict):
 class ContractConfig(Strict):
     """The data contract's knobs (Great Expectations suite built from these)."""
 
-    formats: list[str] = ["PNG", "JPEG"]
-    channels: list[int] = [1, 3]
+    formats: list[str] = ["PNG", "JPEG", "TIFF", "BMP", "WEBP"]
+    channels: list[int] = Field([1, 2, 3, 4], description="bands before conversion to RGB (L, LA, RGB, RGBA/CMYK)")
     min_size: int = Field(8, ge=1)
     max_size: int = Field(4096, ge=1)
     min_images: int = Field(12, ge=1)
@@ -132,6 +143,9 @@ class ContractConfig(Strict):
     split_fraction: tuple[float, float] = Field((0.05, 0.9), description="share of images per split")
     min_split_images: int = Field(1, ge=0, description="images per split (0 allows an empty split)")
     min_group_images: int = Field(1, ge=0, description="images of each sensitive group in each split")
+    near_duplicate_distance: int | None = Field(
+        2, ge=0, le=64, description="perceptual-hash bits within which two images in different splits are one "
+        "picture (user data; null: off)")
     skip: list[str] = Field([], description="rule names to remove from the suite (see the report)")
 
 

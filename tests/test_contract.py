@@ -192,13 +192,13 @@ CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
     (truncated_image, "classification", {"images decode"}),
     (zero_byte_file, "classification", {"non-empty files", "images decode"}),
     (not_an_image, "classification", {"images decode"}),
-    (wrong_channels, "classification", {"allowed channels"}),
+    (wrong_channels, "classification", {"allowed channels"}),  # with contract.channels [1, 3]
     (unknown_label, "classification", {"labels in the class list"}),
     (box_outside_image, "detection", {"boxes inside the image"}),
     (zero_area_box, "detection", {"box x2 > x1", "box area above minimum"}),
     (undeclared_mask_value, "segmentation", {"mask values declared"}),
     (mask_wrong_size, "segmentation", {"mask size equals image size"}),
-    (duplicate_across_splits, "classification", {"no images shared between splits"}),
+    (duplicate_across_splits, "classification", {"no images shared between splits", "no near-duplicates across splits"}),
     (duplicate_in_split, "classification", {"no duplicate images in a split"}),
     (missing_mask_file, "segmentation", {"annotation files readable"}),
     (missing_coco_file, "detection", {"no empty split", "split fractions", "groups in every split"}),
@@ -207,7 +207,7 @@ CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
     (symlink_out_of_root, "segmentation", {"paths inside the dataset root"}),
     (mask_path_escapes_root, "segmentation", {"annotation files inside the root"}),
     (group_missing_from_split, "segmentation", {"groups in every split"}),
-    (class_missing, "classification", {"class balance"}),
+    (class_missing, "classification", {"class balance", "every class in train"}),
 ]
 
 
@@ -215,7 +215,7 @@ CORPUS = [  # (breakage, task, every rule it must break: no fewer, no more)
 def test_broken_dataset_is_caught_by_the_right_rule(clean, tmp_path, breakage, task, expected):
     root = shutil.copytree(clean, tmp_path / "ds")
     example = breakage(root)
-    summary, text = contract(root, task)
+    summary, text = contract(root, task, ContractConfig(channels=[1, 3]) if breakage is wrong_channels else None)
     assert not summary["success"]
     assert set(summary["failures"]) == expected, text
     line = next(line for line in text.splitlines() if line.startswith(f"  - {breakage_rule(expected)}:"))
@@ -243,8 +243,136 @@ def test_every_rule_can_be_skipped_and_unknown_names_are_refused(clean, tmp_path
     root = shutil.copytree(clean, tmp_path / "ds")
     truncated_image(root)
     summary, _ = contract(root, "classification", ContractConfig(skip=["images decode"]))
-    assert summary["success"] and summary["rules"] == 26
+    assert summary["success"] and summary["rules"] == 29
     from components.config import ConfigError
 
     with pytest.raises(ConfigError, match="contract.skip names no rule: \\['images decodes'\\]"):
         contract(root, "classification", ContractConfig(skip=["images decodes"]))
+
+
+# ---- what annotation tools get wrong: caught before any reader runs (prepare's label-file checks)
+from components.errors import DataContractError, exit_code  # noqa: E402
+from components.stages.prepare import check_user_dataset, write_checked_manifest  # noqa: E402
+
+
+def checked(root: Path, task: str) -> str:
+    """The message of the contract error that prepare raises for `root`."""
+    with pytest.raises(DataContractError) as caught:
+        write_checked_manifest(root, task, root / "manifest.csv")
+    assert exit_code(caught.value) == 3
+    return str(caught.value)
+
+
+def coco(root: Path, split: str = "train") -> dict:
+    return json.loads((root / "annotations" / f"{split}.json").read_text())
+
+
+def save_coco(root: Path, data: dict, split: str = "train") -> None:
+    (root / "annotations" / f"{split}.json").write_text(json.dumps(data))
+
+
+def test_coco_annotation_pointing_at_no_image_is_reported_not_dropped(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    data = coco(root)
+    data["annotations"][3]["image_id"] = 10**6
+    data["annotations"][4]["category_id"] = 99
+    save_coco(root, data)
+    text = checked(root, "detection")
+    assert "annotations refer to an image: 1 rows" in text and "annotations/train.json annotations[3]" in text
+    assert "image_id 1000000 is no image" in text and "annotations refer to a category: 1 rows" in text
+    assert "fix:" in text
+
+
+def test_coco_duplicate_ids_and_non_finite_boxes_are_named(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    data = coco(root, "val")
+    data["images"][1]["id"] = data["images"][0]["id"]
+    data["annotations"][1]["id"] = data["annotations"][0]["id"]
+    data["annotations"][2]["bbox"] = [1, 2, float("nan"), 4]
+    data["annotations"][5]["bbox"] = [1, 2, 3]
+    save_coco(root, data, "val")
+    text = checked(root, "detection")
+    assert "COCO ids unique: 2 rows" in text and "images[1]: id" in text and "already used by images[0]" in text
+    assert "box numbers finite: 2 rows" in text and "annotations[2]" in text and "annotations[5]" in text
+
+
+def test_truncated_or_wrong_coco_json_is_a_contract_error(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    path = root / "annotations" / "test.json"
+    path.write_text(path.read_text()[:500])
+    assert "annotations/test.json line 1 column" in checked(root, "detection")
+    path.write_text(json.dumps({"images": {}, "categories": []}))
+    assert "'images' is dict, not a list" in checked(root, "detection")
+
+
+def test_bom_padding_and_utf16_labels_are_read_as_the_clean_file(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    text = (root / "labels.csv").read_text()
+    padded = "\n".join(" , ".join(cell for cell in line.split(",")) for line in text.splitlines()) + "\n\n"
+    (root / "labels.csv").write_bytes(b"\xef\xbb\xbf" + padded.encode())
+    write_checked_manifest(root, "classification", root / "manifest.csv")
+    assert (root / "labels.csv").read_text() == text.replace("\r\n", "\n") or rows(root) == list(csv.DictReader(text.splitlines()))
+    summary, report_text = contract(root, "classification")
+    assert summary["success"], report_text
+    (root / "labels.csv").write_bytes(text.encode("utf-16"))
+    write_checked_manifest(root, "classification", root / "manifest.csv")
+    assert rows(root) == list(csv.DictReader(text.splitlines()))
+
+
+def test_missing_extra_columns_and_bad_encoding_are_named_with_the_line(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    lines = (root / "labels.csv").read_text().splitlines()
+    lines[4] += ",extra"
+    lines[7] = lines[7].rsplit(",", 1)[0]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    text, n = checked(root, "classification"), lines[0].count(",") + 1
+    assert "label file columns: 2 rows" in text and f"labels.csv line 5: {n + 1} fields, the header has {n}" in text
+    assert f"labels.csv line 8: {n - 1} fields" in text
+    (root / "labels.csv").write_bytes("\n".join([lines[0], "images/0.png,caf\xe9,train,day,m.png"]).encode("latin-1"))
+    assert "label file encoding" in (text := checked(root, "classification")) and "line 2" in text and "UTF-8" in text
+    (root / "labels.csv").write_text("file,label,split\n")
+    assert "columns ['path'] missing" in checked(root, "classification")
+
+
+def test_a_column_the_task_needs_is_named(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    edit_rows(root, lambda r: r.pop("mask"))
+    assert "column or key 'mask' missing" in checked(root, "segmentation")
+
+
+def test_links_that_loop_or_name_a_directory_are_refused(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    (root / "images" / "loop.png").symlink_to(root / "images" / "loop.png")
+    with pytest.raises(DataContractError, match="loop.png: symbolic link .* loops or names nothing"):
+        check_user_dataset(root)
+    (root / "images" / "loop.png").unlink()
+    (root / "images" / "up").symlink_to(root)
+    with pytest.raises(DataContractError, match="up: symbolic link .* names a directory"):
+        check_user_dataset(root)
+
+
+def test_a_class_only_in_an_eval_split_is_refused(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    (root / "dataset.json").unlink()  # found classes, not declared ones
+    edit_rows(root, lambda r: r.update(label="hexagon") if r["split"] == "val" and r["label"] == "circle" else None)
+    summary, text = contract(root, "classification")
+    assert "every class in train" in summary["failures"], text
+    assert "hexagon" in next(line for line in text.splitlines() if "every class in train" in line)
+
+
+def test_segmentation_without_a_class_list_says_to_declare_it(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    (root / "dataset.json").unlink()
+    summary, text = contract(root, "segmentation")
+    assert set(summary["failures"]) == {"class list declared"}, text
+    assert "dataset.json" in text and "collect or resample" not in text
+
+
+def test_the_same_picture_re_encoded_in_another_split_is_leakage(clean, tmp_path):
+    root = shutil.copytree(clean, tmp_path / "ds")
+    train, test = first(root, "train")["path"], first(root, "test")["path"]
+    Image.open(root / train).resize((40, 40), Image.BICUBIC).save(root / test)  # other bytes, same picture
+    summary, text = contract(root, "classification")
+    assert "no near-duplicates across splits" in summary["failures"], text
+    assert "no images shared between splits" not in summary["failures"]
+    assert test in text and "perceptual hash" in text

@@ -3,7 +3,8 @@ params.yaml's `tasks.<task>.contract` (components/config.py ContractConfig).
 
 - images: manifest.csv, one row per image (components/data/manifest.py);
 - annotations: annotations.csv, one row per label, box, mask or mask value;
-- stats: one row per split, per declared class and per (split, group), from `stats_table`.
+- stats: one row per split, per declared class, per class in train, per (split, group) and
+  whether the classes are declared, from `stats_table`.
 
 Every rule has a name (what the report and `contract.skip` use) and the fix a person needs.
 """
@@ -68,6 +69,9 @@ def image_rules(cfg: ContractConfig) -> list[Rule]:
          "remove the copies: identical images in one split over-weight those samples"),
         ("no images shared between splits", [E.ExpectColumnValuesToBeBetween(column="hash_splits", max_value=1)],
          "keep each image (same bytes) in one split only: shared images leak test data into training"),
+        ("no near-duplicates across splits", [E.ExpectColumnValuesToBeInSet(column="near_duplicate", value_set=[""])],
+         f"keep each picture in one split only, whatever its encoding or size (perceptual hash within "
+         f"{cfg.near_duplicate_distance} bits, contract.near_duplicate_distance; validation.json names each twin)"),
         ("enough images", [E.ExpectTableRowCountToBeBetween(min_value=cfg.min_images)],
          f"provide at least {cfg.min_images} images (contract.min_images)"),
     ]]
@@ -123,26 +127,37 @@ def stats_rules(cfg: ContractConfig) -> list[Rule]:
          f"re-split so each split holds {slo:.0%}..{shi:.0%} of the images (contract.split_fraction)"),
         ("class balance", E.ExpectColumnValuesToBeBetween(column="fraction", min_value=lo, max_value=hi, **_where('stat=="class"')),
          f"collect or resample so each class is {lo:.0%}..{hi:.0%} of the annotations (contract.class_fraction)"),
+        ("every class in train", E.ExpectColumnValuesToBeBetween(column="count", min_value=1, **_where('stat=="train class"')),
+         "annotate examples of every class in the train split (a class seen only in val/test cannot be learned: "
+         "move some of its images to train, or drop the class from the class list)"),
+        ("class list declared", E.ExpectColumnValuesToBeBetween(column="count", min_value=1, **_where('stat=="declared"')),
+         'declare the classes of the mask values 1..C: dataset.json {"classes": ["<class 1>", ...]} (without '
+         "background) or tasks.<task>.contract.classes"),
         ("groups in every split", E.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_group_images, **_where('stat=="group"')),
          f"put at least {cfg.min_group_images} images of every sensitive group in every split (contract.min_group_images)"),
     ]]
 
 
-def stats_table(images: pd.DataFrame, labels: pd.Series, classes: list[str]) -> pd.DataFrame:
+def stats_table(images: pd.DataFrame, labels: pd.DataFrame, classes: list[str], declared: bool = True) -> pd.DataFrame:
     """Rows (stat, key, count, fraction): per split (of images), per class (of the class
-    labels given, one per label/box/mask value) and per split/group (0 when absent)."""
+    labels given: columns split, label; one per label/box/mask value), per class in train,
+    per split/group (0 when absent), and one `declared` row (count 0 when a set that needs a
+    class list has none)."""
     rows, n = [], max(len(images), 1)
     for split in SPLITS:
         count = int((images["split"] == split).sum())
         rows.append(("split", split, count, count / n))
-    counts = labels.value_counts()
+    counts = labels["label"].value_counts()
     total = max(sum(int(counts.get(c, 0)) for c in classes), 1)
     rows += [("class", c, int(counts.get(c, 0)), int(counts.get(c, 0)) / total) for c in classes]
+    train = labels.loc[labels["split"] == "train", "label"].value_counts()
+    rows += [("train class", c, int(train.get(c, 0)), int(train.get(c, 0)) / total) for c in classes]
     for group in sorted(set(images["group"]) - {""}):  # "" = no sensitive attribute
         for split in SPLITS:
             in_split = images["split"] == split
             count = int((in_split & (images["group"] == group)).sum())
             rows.append(("group", f"{split}/{group}", count, count / max(int(in_split.sum()), 1)))
+    rows.append(("declared", "classes", int(declared), 1.0))
     return pd.DataFrame(rows, columns=["stat", "key", "count", "fraction"])
 
 

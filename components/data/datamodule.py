@@ -12,11 +12,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from components.data.images import load_rgb
 from components.tasks.base import TaskSpec
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # images are normalised to [-1, 1]
@@ -60,8 +60,8 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
         record = self.records[index]
-        with Image.open(self.root / record["path"]) as image:
-            image = tv_tensors.Image(v2.functional.pil_to_tensor(image.convert("RGB")))
+        # the manifest decoded it the same way: EXIF orientation, mode -> 8-bit RGB with scaling
+        image = tv_tensors.Image(v2.functional.pil_to_tensor(load_rgb(self.root / record["path"])))
         target = self.spec.load_target(record, self.root, tuple(image.shape[-2:]), self.class_to_idx)
         return self.transform(image, target)
 

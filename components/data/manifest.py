@@ -2,7 +2,8 @@
 
 `manifest.csv`, one row per image: path, split, group, labels (the task's annotation
 summary), annotations (how many annotation rows), in_root, readable, error, format, mode,
-channels, width, height, bytes, sha256.
+channels, width, height (as displayed: after EXIF orientation), bytes, sha256, phash (the
+perceptual hash the near-duplicate leakage rule compares across splits).
 
 `annotations.csv`, one row per annotation (the TaskSpec's `annotation_rows`): a class label,
 a box (XYXY pixels, area) or a mask (file, mode, size) and the distinct values in it, next
@@ -16,19 +17,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from functools import partial
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import imagehash
 from PIL import Image
 
+from components.data.images import ImageError, displayed_size, load_rgb
 from components.data.safepath import ESCAPES, inside_root
 from components.tasks.base import TaskSpec
 
 COLUMNS = [
     "path", "split", "group", "labels", "annotations", "in_root", "readable", "error",
-    "format", "mode", "channels", "width", "height", "bytes", "sha256",
+    "format", "mode", "channels", "width", "height", "bytes", "sha256", "phash",
 ]
 ANNOTATION_COLUMNS = [
     "path", "split", "kind", "label", "value", "x1", "y1", "x2", "y2", "area",
@@ -42,8 +46,9 @@ def annotations_path(manifest: Path) -> Path:
     return Path(manifest).with_name("annotations.csv")
 
 
-def inspect_image(root: Path, rel_path: str) -> dict[str, Any]:
-    """Decode one image fully (not only its header) and hash its bytes."""
+def inspect_image(root: Path, rel_path: str, max_side: int | None = None) -> dict[str, Any]:
+    """Check the size from the header, then decode fully (as training will: components/data/
+    images.py), hash the bytes and the picture."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS[5:], "")
     path = inside_root(root, rel_path)
     if path is None:
@@ -53,20 +58,18 @@ def inspect_image(root: Path, rel_path: str) -> dict[str, Any]:
         data = path.read_bytes()
         row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
         with Image.open(path) as image:
-            image.load()  # truncated or corrupt files fail here, not at training time
-            row.update(
-                format=image.format or "", mode=image.mode, channels=len(image.getbands()),
-                width=image.width, height=image.height,
-            )
-        row.update(readable=True)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            width, height = displayed_size(image)
+            row.update(format=image.format or "", mode=image.mode, channels=len(image.getbands()), width=width, height=height)
+            rgb = load_rgb(image, max_side=max_side)
+        row.update(readable=True, phash=str(imagehash.phash(rgb)))
+    except (OSError, ValueError, ImageError, Image.DecompressionBombError, SyntaxError) as exc:
         row.update(readable=False, error=f"{type(exc).__name__}: {exc}"[:200])
     return row
 
 
-def inspect_record(root: Path, spec: TaskSpec, record: dict[str, Any]) -> tuple[dict, list[dict]]:
+def inspect_record(root: Path, spec: TaskSpec, record: dict[str, Any], max_side: int | None = None) -> tuple[dict, list[dict]]:
     """(manifest row, annotation rows) of one record."""
-    image = inspect_image(root, record["path"])
+    image = inspect_image(root, record["path"], max_side)
     width, height = (image["width"], image["height"]) if image["readable"] else (None, None)
     key = {"path": record["path"], "split": record["split"]}
     annotations = [
@@ -78,22 +81,23 @@ def inspect_record(root: Path, spec: TaskSpec, record: dict[str, Any]) -> tuple[
     return row, annotations
 
 
-def iter_manifest(root: Path, spec: TaskSpec, workers: int = 8) -> Iterator[tuple[dict, list[dict]]]:
+def iter_manifest(root: Path, spec: TaskSpec, workers: int = 8, max_side: int | None = None) -> Iterator[tuple[dict, list[dict]]]:
     records = spec.read_records(root)
+    inspect = partial(inspect_record, root, spec, max_side=max_side)
     with ThreadPoolExecutor(workers) as pool:  # PIL and hashlib release the GIL
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
-            yield from pool.map(lambda r: inspect_record(root, spec, r), chunk)
+            yield from pool.map(inspect, chunk)
 
 
-def write_manifest(root: Path, spec: TaskSpec, out: Path, workers: int = 8) -> int:
+def write_manifest(root: Path, spec: TaskSpec, out: Path, workers: int = 8, max_side: int | None = None) -> int:
     """Write `out` (manifest.csv) and annotations.csv beside it; returns the image count."""
     count = 0
     with Path(out).open("w", newline="") as f, annotations_path(out).open("w", newline="") as g:
         images, annotations = csv.DictWriter(f, COLUMNS), csv.DictWriter(g, ANNOTATION_COLUMNS)
         images.writeheader()
         annotations.writeheader()
-        for row, rows in iter_manifest(root, spec, workers):
+        for row, rows in iter_manifest(root, spec, workers, max_side):
             images.writerow(row)
             annotations.writerows(rows)
             count += 1

@@ -16,6 +16,9 @@ def inside_root(root: Path, rel_path: str) -> Path | None:
     """`root / rel_path` with links resolved, or None when it leaves `root` (or is empty)."""
     if not rel_path or Path(rel_path).is_absolute():
         return None
-    base = Path(root).resolve()
-    target = (base / rel_path).resolve()
+    try:
+        base = Path(root).resolve()
+        target = (base / rel_path).resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte in the name
+        return None
     return target if target.is_relative_to(base) else None

@@ -6,7 +6,6 @@ A checkpoint is one torch file holding only tensors and plain types (loadable wi
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from components.data.datamodule import build_transform
+from components.data.images import load_rgb
 from components.tasks import get_task
 
 
@@ -36,13 +36,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def to_pil(image: Any) -> Image.Image:
-    """Accept encoded bytes, a path, a PIL image or an HxW / HxWxC uint8 array."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, bytes | bytearray):
-        return Image.open(io.BytesIO(image)).convert("RGB")
-    if isinstance(image, str | Path):
-        return Image.open(image).convert("RGB")
+    """Accept encoded bytes, a path, a PIL image or an HxW / HxWxC uint8 array; files are
+    opened as training opened them (components/data/images.py: EXIF orientation, modes)."""
+    if isinstance(image, Image.Image | bytes | bytearray | str | Path):
+        return load_rgb(image)
     return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
 
 

@@ -5,36 +5,80 @@ ingested dataset is versioned and pushed like the built-in ones."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from components.config import Params
-from components.data import digits, shapes
+from components.data import digits, importers, label_files, shapes
 from components.data.manifest import write_manifest
-from components.data.safepath import inside_root
-from components.errors import DataContractError
+from components.errors import ConfigError, DataContractError
 from components.paths import StagePaths
 from components.tasks import get_task
 
 
 def check_user_dataset(source: Path) -> Path:
-    """The dataset root, resolved, once no link in it leads outside it (such links are refused,
-    not followed: a dataset must not pull in files from elsewhere on the machine)."""
+    """The dataset root, resolved, once every link in it names a file inside it. A link that
+    leaves the root, loops, dangles or names a directory (a link to a parent makes a tree
+    without end) is refused, not followed. os.walk does not follow directory links."""
     source = Path(source).resolve()
     if not source.is_dir():
-        raise FileNotFoundError(f"data.path '{source}' is not a directory: point data.path at the dataset root")
-    for path in source.rglob("*"):
-        if path.is_symlink() and inside_root(source, str(path.relative_to(source))) is None:
-            raise DataContractError(
-                f"{path}: symbolic link to {path.readlink()} leaves the dataset root {source} (rule: paths "
-                "inside the dataset root); copy the file into the dataset instead"
-            )
+        raise ConfigError(f"data.path '{source}' is not a directory: point data.path at the dataset root")
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            where = f"{path}: symbolic link to {os.readlink(path)}"
+            try:
+                target = path.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise DataContractError(f"{where} loops or names nothing (rule: links inside the dataset root); "
+                                        "remove the link or replace it by the file") from None
+            if not target.is_relative_to(source):
+                raise DataContractError(f"{where} leaves the dataset root {source} (rule: paths inside the dataset "
+                                        "root); copy the file into the dataset instead")
+            if target.is_dir():
+                raise DataContractError(f"{where} names a directory (rule: no directory links: they duplicate or "
+                                        "loop the tree); move the files there instead")
     return source
 
 
-def _copy_user_dataset(source: Path, out: Path) -> None:
-    """Copy a checked user dataset; links inside its root are copied as the files they name."""
-    shutil.copytree(check_user_dataset(source), out, dirs_exist_ok=True)
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)  # no second copy of the user's images on disk
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def ingest_user_dataset(source: Path, out: Path, fmt: str, fractions: tuple[float, float, float], seed: int,
+                        near_distance: int) -> str:
+    """A checked user dataset into `out` in the canonical layout: as it is (hard links, so
+    the images are not stored twice) or through its format's importer. Returns what was done."""
+    source = check_user_dataset(source)
+    found = fmt
+    if fmt == "auto":
+        fmt, found = importers.detect(source)
+    if fmt in ("canonical", "imagefolder"):
+        shutil.copytree(source, out, dirs_exist_ok=True, copy_function=_link_or_copy)
+    else:
+        importers.import_dataset(fmt, source, out, fractions, seed, near_distance)
+    return f"{found} -> {fmt}"
+
+
+def write_checked_manifest(root: Path, task: str, manifest: Path, max_side: int | None = None) -> int:
+    """Label files checked (label_files.py) before the task reads them, then the manifest.
+    A reader error that the checks did not foresee still becomes a contract error naming
+    the dataset, never a traceback."""
+    problems = label_files.check_dataset(root)
+    if problems:
+        raise DataContractError(label_files.report(problems, root))
+    try:
+        return write_manifest(root, get_task(task), manifest, max_side=max_side)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, OSError, UnicodeError) as exc:
+        missing = f"column or key {exc} missing" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise DataContractError(f"Data contract FAILED for {root}: its annotations could not be read as {task} "
+                                f"data ({missing}).\n    fix: write them in the layout of the README's Data section") from None
 
 
 def run(params: Params, task: str) -> Path:
@@ -53,7 +97,9 @@ def run(params: Params, task: str) -> Path:
     elif cfg.source == "digits":
         digits.export(out, splits, params.seed)
     else:
-        _copy_user_dataset(Path(cfg.path), out)
-    rows = write_manifest(out, get_task(task), paths.manifest)
+        how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed,
+                                  params.task(task).contract.near_duplicate_distance or 0)
+        print(f"data.path {cfg.path}: found {how}")
+    rows = write_checked_manifest(out, task, paths.manifest, params.task(task).contract.max_size)
     print(f"prepared {rows} images ({cfg.source}) in {out}/, manifest {paths.manifest}")
     return out

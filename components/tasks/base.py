@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.tasks.nets import load_pretrained
+
 ModelBuilder = Callable[..., nn.Module]  # builder(num_classes=...) -> model, weights=None
 
 
@@ -78,12 +80,16 @@ class TaskSpec(ABC):
         return torch.stack(images), torch.utils.data.default_collate(list(targets))
 
     # ---- model ------------------------------------------------------------------------
-    def build_model(self, arch: str, num_classes: int) -> nn.Module:
+    def build_model(self, arch: str, num_classes: int, weights: str | None = None,
+                    weights_path: str | None = None) -> nn.Module:
+        """The model, from scratch or started from local pretrained weights (nets.load_pretrained)."""
         if arch not in self.models:
             raise ValueError(
                 f"unknown {self.name} arch '{arch}'; choose one of: {', '.join(self.models)}"
             )
-        return self.models[arch](num_classes=num_classes)  # keyword: positional means `pretrained`
+        model = self.models[arch](num_classes=num_classes)  # keyword: positional means `pretrained`
+        load_pretrained(model, arch, weights, weights_path)
+        return model
 
     def backbone_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters that transfer learning freezes or trains with a lower learning rate."""

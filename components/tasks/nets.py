@@ -1,13 +1,22 @@
 """Small networks for tiny images, trained from scratch on a CPU in minutes.
 
 The torchvision zoo (resnet, mobilenet, deeplab, ...) is for real image sizes and GPUs;
-these are the defaults for the built-in 32-128 px datasets.
+these are the defaults for the built-in 32-128 px datasets. `load_pretrained` starts any
+model of the zoo from local pretrained weights (model.weights / model.weights_path).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
 import torch
 from torch import nn
+
+from components.errors import ConfigError
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -86,3 +95,68 @@ class SmallUNet(nn.Module):
         for up, block, skip in zip(self.up, self.decoder, reversed(skips[:-1]), strict=True):
             x = block(torch.cat([up(x), skip], dim=1))
         return self.head(x)
+
+
+# ---- pretrained weights, from local files only (nothing is downloaded at run time) -------
+HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's check_hash convention: <name>-<sha256 prefix>.pth
+
+
+def hub_checkpoints() -> Path:
+    """$TORCH_HOME/hub/checkpoints (torch.hub's cache, where torchvision looks)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weights_file(weights: Any) -> Path:
+    """The local file of a torchvision `Weights` entry, under the name torchvision expects and
+    with the sha256 prefix in that name checked; ConfigError naming the file otherwise."""
+    name = Path(urlparse(weights.url).path).name
+    path = hub_checkpoints() / name
+    if not path.is_file():
+        raise ConfigError(f"model.weights: {path} not found (nothing is downloaded at run time); fetch {weights.url} "
+                          f"on a machine with internet and copy it there (or set TORCH_HOME), or give model.weights_path")
+    prefix = HASH_PREFIX.search(name)
+    if prefix:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if not digest.startswith(prefix.group(1)):
+            raise ConfigError(f"model.weights: {path} has sha256 {digest[:12]}..., its name says {prefix.group(1)}: "
+                              f"the file is incomplete or another one; fetch {weights.url} again")
+    return path
+
+
+def torchvision_weights(arch: str, name: str) -> Any:
+    """torchvision's weight enum entry `name` (e.g. IMAGENET1K_V1, DEFAULT) of model `arch`."""
+    from torchvision.models import get_model_weights, list_models
+
+    if arch not in list_models():
+        raise ConfigError(f"model.weights: '{arch}' is not a torchvision model, so it has no named weights; "
+                          "give model.weights_path (a state dict file) instead")
+    enum = get_model_weights(arch)
+    try:
+        return enum[name]
+    except KeyError:
+        raise ConfigError(f"model.weights: {arch} has no weights '{name}'; choose one of "
+                          f"{[w.name for w in enum]} (or DEFAULT)") from None
+
+
+def load_pretrained(model: nn.Module, arch: str, weights: str | None, weights_path: str | None) -> list[str]:
+    """Load `weights` (torchvision's name, from the hub cache) or `weights_path` (a state
+    dict or a cvops checkpoint) into `model`: every tensor whose name and shape match; the
+    head, sized for this dataset's classes, keeps its fresh initialisation. Returns the loaded
+    names; a file that matches nothing is an error."""
+    if weights is None and weights_path is None:
+        return []
+    path = Path(weights_path) if weights_path else weights_file(torchvision_weights(arch, weights))
+    if not path.is_file():
+        raise ConfigError(f"model.weights_path: {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unpickling failure means the same to the user)
+        raise ConfigError(f"model.weights_path: {path} is not a torch state dict ({type(exc).__name__}: {exc})"[:400]) from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    if not matched:
+        raise ConfigError(f"{path}: none of its tensors matches a parameter of '{arch}' by name and shape; "
+                          "give weights saved from the same architecture")
+    model.load_state_dict(matched, strict=False)
+    return sorted(matched)

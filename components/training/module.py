@@ -19,7 +19,8 @@ class CVModule(L.LightningModule):
         self.spec = get_task(task)
         self.classes = classes
         self.model_cfg, self.train_cfg = ModelConfig(**model_cfg), TrainConfig(**train_cfg)
-        self.model = self.spec.build_model(self.model_cfg.arch, len(classes))
+        cfg = self.model_cfg
+        self.model = self.spec.build_model(cfg.arch, len(classes), weights=cfg.weights, weights_path=cfg.weights_path)
         self.val_metric = self.spec.make_metric(len(classes))
 
     def forward(self, images: torch.Tensor) -> Any:

@@ -1,0 +1,112 @@
+"""Importers: the built-in shapes exported as COCO (RLE masks, CVAT-style), YOLO and VOC
+come back through `data.format: auto` as the same dataset as the canonical path (same
+images, splits, boxes, classes and masks), and the format found is named; an unknown
+layout lists what was looked for. Polygons are rendered as pycocotools renders them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.data import importers, shapes
+from components.data.importers import coco, examples
+from components.errors import DataContractError
+from components.stages.prepare import ingest_user_dataset, write_checked_manifest
+
+
+@pytest.fixture(scope="module")
+def canonical(tmp_path_factory) -> Path:
+    cfg = shapes.ShapesConfig(num_images=30, image_size=32, objects_per_image=(1, 2), minority_fraction=0.3, seed=4)
+    return shapes.generate(tmp_path_factory.mktemp("canon") / "shapes", cfg)
+
+
+def boxes_by_image(root: Path) -> dict[str, tuple]:
+    out = {}
+    for split in ("train", "val", "test"):
+        data = json.loads((root / "annotations" / f"{split}.json").read_text())
+        names = {c["id"]: c["name"] for c in data["categories"]}
+        for image in data["images"]:
+            anns = sorted((names[a["category_id"]], *np.round(a["bbox"], 3)) for a in data["annotations"] if a["image_id"] == image["id"])
+            out[Path(image["file_name"]).name] = (split, tuple(anns))
+    return out
+
+
+def masks_by_image(root: Path) -> dict[str, np.ndarray]:
+    return {Path(r["path"]).name: np.asarray(Image.open(root / r["mask"]).convert("L"))
+            for r in csv.DictReader((root / "labels.csv").open()) if r.get("mask")}
+
+
+@pytest.mark.parametrize(("fmt", "found"), [("coco", "COCO JSON"), ("yolo", "YOLO data.yaml"), ("voc", "Pascal VOC")])
+def test_each_export_imports_as_the_canonical_dataset(canonical, tmp_path, fmt, found):
+    export = getattr(examples, f"to_{fmt}")(canonical, tmp_path / fmt)
+    out = tmp_path / "out"
+    how = ingest_user_dataset(export, out, "auto", (0.7, 0.15, 0.15), 0, 2)
+    assert how.startswith(found) and how.endswith(f"-> {fmt}")
+    got, want = boxes_by_image(out), boxes_by_image(canonical)
+    assert got.keys() == want.keys()
+    for name in want:  # YOLO's 6 decimals of normalised coordinates: within 0.001 px
+        assert got[name][0] == want[name][0]
+        assert [a[0] for a in got[name][1]] == [a[0] for a in want[name][1]]
+        assert np.allclose([a[1:] for a in got[name][1]], [a[1:] for a in want[name][1]], atol=1e-3)
+    assert json.loads((out / "dataset.json").read_text())["classes"] == json.loads((canonical / "dataset.json").read_text())["classes"]
+    if fmt in ("coco", "voc"):
+        got_masks, want_masks = masks_by_image(out), masks_by_image(canonical)
+        assert got_masks.keys() == want_masks.keys() and all((got_masks[k] == want_masks[k]).all() for k in want_masks)
+    for task in ("detection", "segmentation") if fmt != "yolo" else ("detection",):
+        assert write_checked_manifest(out, task, out / "manifest.csv") == 30
+
+
+def test_imported_images_are_hard_links_not_copies(canonical, tmp_path):
+    export = examples.to_yolo(canonical, tmp_path / "yolo")
+    ingest_user_dataset(export, tmp_path / "out", "auto", (0.7, 0.15, 0.15), 0, 2)
+    image = next((tmp_path / "out").rglob("*.png"))
+    assert image.stat().st_nlink == 2
+
+
+def test_an_unknown_layout_lists_the_formats_looked_for(tmp_path):
+    (tmp_path / "ds" / "pictures").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "ds" / "pictures" / "a.png")
+    with pytest.raises(DataContractError) as caught:
+        importers.detect(tmp_path / "ds")
+    text = str(caught.value)
+    assert all(name in text for name in ("canonical", "imagefolder", "coco", "yolo", "voc")) and "fix:" in text
+
+
+def test_polygons_and_rle_render_as_pycocotools_renders_them():
+    from pycocotools import mask as reference
+
+    polygon = [[2.5, 3.0, 20.0, 4.5, 14.0, 17.5, 5.0, 12.0]]
+    expected = reference.decode(reference.merge(reference.frPyObjects(polygon, 24, 28)))
+    assert (coco.render(polygon, 24, 28) == expected.astype(bool)).all() and expected.sum() > 50
+    rle = reference.encode(np.asfortranarray(expected))
+    assert (coco.render({"size": rle["size"], "counts": rle["counts"].decode()}, 24, 28) == expected.astype(bool)).all()
+
+
+def test_exports_without_splits_get_a_seeded_split_that_keeps_duplicates_together(canonical, tmp_path):
+    export = examples.to_coco(canonical, tmp_path / "coco")
+    merged = {"images": [], "annotations": [], "categories": None}
+    for split in ("train", "val", "test"):  # one CVAT-style instances_default.json, no split
+        data = json.loads((export / "annotations" / f"instances_{split}.json").read_text())
+        (export / "annotations" / f"instances_{split}.json").unlink()
+        offset = len(merged["images"])
+        merged["categories"] = data["categories"]
+        merged["images"] += [{**im, "id": im["id"] + offset} for im in data["images"]]
+        merged["annotations"] += [{**a, "id": len(merged["annotations"]) + i + 1, "image_id": a["image_id"] + offset}
+                                  for i, a in enumerate(data["annotations"])]
+    twin = merged["images"][0]["file_name"]
+    Image.open(export / "images" / twin).resize((40, 40)).save(export / "images" / "twin.png")
+    merged["images"].append({**merged["images"][0], "id": 10**5, "file_name": "twin.png", "width": 40, "height": 40})
+    (export / "annotations" / "instances_default.json").write_text(json.dumps(merged))
+    splits = []
+    for run in range(2):
+        ingest_user_dataset(export, tmp_path / f"out{run}", "coco", (0.6, 0.2, 0.2), 7, 2)
+        rows = {r["path"]: r["split"] for r in csv.DictReader((tmp_path / f"out{run}" / "labels.csv").open())}
+        assert rows["images/twin.png"] == rows[f"images/{twin}"]  # the near-duplicate stays with its original
+        assert set(rows.values()) == {"train", "val", "test"}
+        splits.append(rows)
+    assert splits[0] == splits[1]
