@@ -39,11 +39,8 @@ class Problem:
 
 def decode_text(data: bytes, name: str) -> tuple[str | None, Problem | None]:
     """Text of a label file by its BOM (UTF-8 otherwise); a Problem when it does not decode."""
-    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
-        if data.startswith(bom):
-            break
-    else:
-        encoding = "utf-8"
+    boms = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+    encoding = next((enc for bom, enc in boms if data.startswith(bom)), "utf-8")
     try:
         return data.decode(encoding), None
     except UnicodeDecodeError as exc:

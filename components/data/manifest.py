@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from functools import partial
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 

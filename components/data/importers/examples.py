@@ -76,8 +76,8 @@ def to_yolo(root: Path, out: Path) -> Path:
         image.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / r["path"], image)
         w, h = r["width"], r["height"]
-        lines = [f"{classes.index(l)} {(b[0] + b[2]) / 2 / w:.6f} {(b[1] + b[3]) / 2 / h:.6f} {(b[2] - b[0]) / w:.6f} {(b[3] - b[1]) / h:.6f}"
-                 for b, l in zip(r["boxes"], r["labels"], strict=True)]
+        lines = [f"{classes.index(name)} {(b[0] + b[2]) / 2 / w:.6f} {(b[1] + b[3]) / 2 / h:.6f} {(b[2] - b[0]) / w:.6f} {(b[3] - b[1]) / h:.6f}"
+                 for b, name in zip(r["boxes"], r["labels"], strict=True)]
         label = out / r["split"] / "labels" / f"{image.stem}.txt"
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("\n".join(lines) + "\n")
@@ -95,8 +95,8 @@ def to_voc(root: Path, out: Path) -> Path:
     for r in records:
         stem, name = Path(r["path"]).stem, Path(r["path"]).name
         shutil.copy2(root / r["path"], out / "JPEGImages" / name)
-        objects = "".join(f"<object><name>{escape(l)}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-                          for b, l in zip(r["boxes"], r["labels"], strict=True))
+        objects = "".join(f"<object><name>{escape(label)}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                          for b, label in zip(r["boxes"], r["labels"], strict=True))
         (out / "Annotations" / f"{stem}.xml").write_text(
             f"<annotation><filename>{escape(name)}</filename><size><width>{r['width']}</width><height>{r['height']}</height><depth>3</depth></size>{objects}</annotation>")
         if masks.get(r["path"]):
