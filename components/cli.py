@@ -166,15 +166,30 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """One line per image on stdout; each input that could not be predicted named on stderr
+    (the others are still predicted), then exit 2 if there was any."""
+    from components.config import load_params
     from components.registry.commands import predict_command
 
-    return _registry(args, lambda params: predict_command(params, args.task, args.images, args.out, args.alias))
+    text, failed = predict_command(load_params(args.params), args.task, args.images, args.out, args.alias,
+                                   args.conf, args.iou, args.max_det)
+    print(text)
+    for path, why in failed.items():
+        print(f"cvops predict: skipped {path}: {why}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _lineage(args: argparse.Namespace) -> int:
     from components.registry.commands import lineage_command
 
     return _registry(args, lambda params: lineage_command(params, args.model, args.json))
+
+
+def _operating_point() -> dict:
+    # light: serving/predict.py imports nothing heavy at module level, so --help stays fast
+    from components.serving.predict import operating_point
+
+    return operating_point("detection")
 
 
 def _task_argument(parser: argparse.ArgumentParser) -> None:
@@ -241,13 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", metavar="VERSION", help="the version to make champion (must have passed the gate)")
     rollback.set_defaults(func=_rollback)
 
-    predict = sub.add_parser("predict", help="predict images with a task's @champion; writes JSON and overlays",
-                             description="Run cvops-<TASK>@champion (through its MLflow pyfunc, as served) on "
-                             "image files; writes predictions.json and one <image>.overlay.png per image.")
+    predict = sub.add_parser("predict", help="predict images with a task's @champion; writes JSON, overlays, masks",
+                             description="Predict images with the model registered as <TASK>@<ALIAS>. IMAGE may be "
+                             "a file, a folder (its image files) or a quoted glob ('data/**/*.png'). Writes "
+                             "predictions.json, one <image>.overlay.png per image and, for segmentation, "
+                             "<image>.mask.png (pixel = class id) and <image>.mask.colour.png. Prints one line per "
+                             "image; inputs that are not readable images are named on stderr and skipped, and the "
+                             "exit code is then 2.", formatter_class=argparse.RawDescriptionHelpFormatter)
     _task_argument(predict)
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     predict.add_argument("--out", metavar="DIR", help="output folder (default: predictions/<TASK>)")
     predict.add_argument("--alias", default="champion", help="registry alias to use (default: champion)")
+    point = _operating_point()
+    predict.add_argument("--conf", type=float, metavar="SCORE",
+                         help=f"detection: lowest score kept (default: the evaluation's operating point, {point['conf']})")
+    predict.add_argument("--iou", type=float, metavar="IOU",
+                         help=f"detection: class-aware NMS IoU, one box per object (default: {point['iou']})")
+    predict.add_argument("--max-det", type=int, metavar="N", help=f"detection: most boxes per image (default: {point['max_det']})")
     predict.set_defaults(func=_predict)
 
     lineage = sub.add_parser("lineage", help="where a registered model came from, and how to rebuild it",

@@ -37,9 +37,7 @@ def run(params: Params, task: str) -> dict[str, float]:
     suite = run_suite(params, task, model, data)
     metrics = suite["metrics"]
     plot_paths = write_plots(task, data, model, suite, params)
-    overlay = overlays(model, data, paths.evaluation / "predictions.png")
-    if overlay is not None:
-        plot_paths["predictions"] = str(overlay)
+    plot_paths["predictions"] = str(overlays(data, suite, paths.evaluation / "predictions.png"))
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     paths.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     card_json = paths.metrics.parent / "card" / "card.json"
