@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,11 @@ def predict_files(task: str, name: str, arguments: list[str], out_dir: Path, ali
     images = readable(inputs.images, inputs.failed)
     if not images:
         return [], inputs.failed
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    with warnings.catch_warnings():  # "add type hints to predict": the input is images, not a schema
+        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        raw = model.predict(pd.DataFrame({"image": [data for _, data in images]}))
     classes = model.unwrap_python_model().meta["classes"]
-    raw = model.predict(pd.DataFrame({"image": [data for _, data in images]}))
     point = {**operating_point(task), **{k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}}
     spec = get_task(task)
     out_dir.mkdir(parents=True, exist_ok=True)
