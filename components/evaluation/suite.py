@@ -38,7 +38,7 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
     except mlflow.exceptions.MlflowException:
         return {}
     logged = client.get_run(version.run_id).data.metrics
-    keys = {n: tracking.metric_key(f"robustness/{n}_error", "test_") for n in names}
+    keys = {n: tracking.metric_key(f"robustness/{n}_error", "test") for n in names}
     return {n: logged[k] for n, k in keys.items() if k in logged}
 
 

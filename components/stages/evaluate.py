@@ -33,7 +33,7 @@ def run(params: Params, task: str) -> dict[str, float]:
     run_id = tracking.training_run(params, paths.run_info)  # before the work: the results are logged to it
     model, meta = load_checkpoint(paths.model)
     data = load_test_split(meta, paths.data, cfg.train.batch_size, str(paths.model))
-    tracking.setup(params)
+    tracking.setup(params, task)
     suite = run_suite(params, task, model, data)
     metrics = suite["metrics"]
     plot_paths = write_plots(task, data, model, suite, params)
@@ -54,7 +54,7 @@ def run(params: Params, task: str) -> dict[str, float]:
     }, indent=2))
     card_files = card.write_card(card_json)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({tracking.metric_key(k, "test_"): v for k, v in metrics.items()})
+        mlflow.log_metrics({tracking.metric_key(k, "test"): v for k, v in metrics.items()})
         for path in [paths.metrics, card_json, *card_files]:
             mlflow.log_artifact(str(path), "evaluation")
         for path in plot_paths.values():  # image artifacts, shown in the run's artifact view
