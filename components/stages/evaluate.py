@@ -48,6 +48,7 @@ def run(params: Params, task: str) -> dict[str, float]:
         "data": {"path": str(paths.data), "version": data_hash(f"prepare@{task}", str(paths.data)), "test_images": len(suite["samples"])},
         "config": {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")},
         "metrics": {k: v for k, v in metrics.items() if "/" not in k},
+        "per_class": card.per_class(metrics, data.classes),
         "fairness": suite["fairness"], "corruptions": suite["corruptions"],
         "adversarial": {"metric": spec.monitor, "rows": adversarial.curve_rows(suite["adversarial"])},
         "plots": plot_paths, "verdict": None,
