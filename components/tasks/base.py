@@ -149,7 +149,7 @@ class TaskSpec(ABC):
         Returns uint8 [3, H', W']: panels side by side, captions on a background. Default
         (one label per image): the image under 'truth -> predicted score', green when right,
         red when wrong."""
-        from components.tasks import drawing
+        import components.tasks.drawing as drawing
 
         picture, _ = drawing.enlarged(drawing.to_pil(image))
         text = f"{record['label']} {record['score']:.2f}" if "score" in record else str(record.get("label", ""))
@@ -160,7 +160,7 @@ class TaskSpec(ABC):
 
     def draw_legend(self, classes: list[str]) -> list[tuple[str, str]]:
         """(name, colour) entries explaining `draw`'s colours, for the figure's legend."""
-        from components.tasks import drawing
+        import components.tasks.drawing as drawing
 
         return [("correct", drawing.CORRECT), ("wrong", drawing.WRONG)]
 

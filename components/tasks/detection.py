@@ -294,7 +294,7 @@ class DetectionTask(TaskSpec):
     def draw(self, image, record, classes, target=None) -> torch.Tensor:
         """image | ground truth (dashed) | prediction (solid, 'class score'; the ground truth
         as thin white dashes beneath, so a miss is a dashed box with no solid one)."""
-        from components.tasks import drawing
+        import components.tasks.drawing as drawing
 
         picture = drawing.to_pil(image)
         dets = record["detections"]
@@ -309,7 +309,7 @@ class DetectionTask(TaskSpec):
                             drawing.titled(truth, f"ground truth: {len(target['labels'])}"), drawing.titled(pred, pred_title)])
 
     def draw_legend(self, classes):
-        from components.tasks import drawing
+        import components.tasks.drawing as drawing
 
         return [*drawing.class_legend(classes), ("dashed: ground truth, solid: prediction (score)", "")]
 

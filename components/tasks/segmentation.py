@@ -151,7 +151,7 @@ class SegmentationTask(TaskSpec):
     def draw(self, image, record, classes, target=None) -> torch.Tensor:
         """image | ground truth | prediction | errors (false positive, false negative and
         wrong-class pixels in their colours over the dimmed image)."""
-        from components.tasks import drawing
+        import components.tasks.drawing as drawing
 
         picture, predicted = drawing.to_pil(image), np.asarray(record["mask"], dtype=np.int64)
         panels = [drawing.titled(drawing.enlarged(picture)[0], "image")]
@@ -166,7 +166,7 @@ class SegmentationTask(TaskSpec):
         return drawing.row(panels)
 
     def draw_legend(self, classes):
-        from components.tasks import drawing
+        import components.tasks.drawing as drawing
 
         return [*drawing.class_legend(classes), *((f"error: {k}", c) for k, c in drawing.ERROR_COLOURS.items())]
 
