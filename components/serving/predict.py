@@ -132,6 +132,7 @@ def predict_files(task: str, name: str, arguments: list[str], out_dir: Path, ali
     from PIL import Image
 
     from components.tasks import get_task
+    from components.tasks.drawing import legend, stack
 
     inputs = expand(arguments)
     images = readable(inputs.images, inputs.failed)
@@ -151,7 +152,7 @@ def predict_files(task: str, name: str, arguments: list[str], out_dir: Path, ali
         record = select(record, **point)
         with Image.open(path) as image:
             drawn = spec.draw(image.convert("RGB"), record, classes)
-        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{stem}.overlay.png")
+        stack([drawn], legend(spec.draw_legend(classes), drawn.shape[-1])).save(out_dir / f"{stem}.overlay.png")
         if "mask" in record:
             record = write_mask(record, out_dir, stem)
         records.append({"image": str(path), "overlay": str(out_dir / f"{stem}.overlay.png"), **record})

@@ -66,14 +66,22 @@ def enlarged(image: Image.Image) -> tuple[Image.Image, int]:
 
 
 def caption(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, background: str,
-            size: int = FONT_SIZE, inside: tuple[int, int] | None = None) -> None:
-    """Text on a filled box of `background` at xy (its top-left), kept inside `inside` (W, H)."""
+            size: int = FONT_SIZE, inside: tuple[int, int] | None = None, taken: list | None = None) -> None:
+    """Text on a filled box of `background` at xy (its top-left), kept inside `inside` (W, H)
+    and moved down past the captions already placed (`taken`, their boxes; appended to)."""
     f = font(size)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=f)
     w, h = right - left + 6, bottom - top + 4
     x, y = xy
     if inside is not None:
         x, y = min(max(0, x), max(0, inside[0] - w)), min(max(0, y), max(0, inside[1] - h))
+    if taken is not None:
+        for _ in range(len(taken)):
+            hit = next((t for t in taken if x < t[2] and t[0] < x + w and y < t[3] and t[1] < y + h), None)
+            if hit is None:
+                break
+            y = hit[3] + 1
+        taken.append((x, y, x + w, y + h))
     draw.rectangle([x, y, x + w, y + h], fill=background)
     draw.text((x + 3 - left, y + 2 - top), text, fill=_text_colour(background), font=f)
 
@@ -94,17 +102,17 @@ def boxes_panel(image: Image.Image, boxes: Sequence[Sequence[float]], class_ids:
     outline, 'class score' caption above the box; `reference` boxes (the ground truth) drawn
     as thin white dashes beneath them, so a miss shows as a dashed box with no solid one."""
     canvas, k = enlarged(image)
-    draw = ImageDraw.Draw(canvas)
+    draw, taken = ImageDraw.Draw(canvas), []
     for box in reference:
         _dashed_rectangle(draw, [v * k for v in box], "#ffffff", 1, dash=4)
     for i, (box, c) in enumerate(zip(boxes, class_ids, strict=True)):
         box, colour = [v * k for v in box], class_colour(c)
         if scores is None:
             _dashed_rectangle(draw, box, colour, 3)
-            caption(draw, (box[0], box[1] + 2), classes[c], colour, size=11, inside=canvas.size)
+            caption(draw, (box[0], box[1] + 2), classes[c], colour, size=11, inside=canvas.size, taken=taken)
         else:
             draw.rectangle(box, outline=colour, width=3)
-            caption(draw, (box[0], box[1] - 17), f"{classes[c]} {scores[i]:.2f}", colour, size=11, inside=canvas.size)
+            caption(draw, (box[0], box[1] - 17), f"{classes[c]} {scores[i]:.2f}", colour, size=11, inside=canvas.size, taken=taken)
     return canvas
 
 
