@@ -68,7 +68,7 @@ def _servers():
 def _up(args: argparse.Namespace) -> int:
     servers = _servers()
     try:
-        servers.up(deploy=not args.no_deploy)
+        servers.up(deploy=not args.no_deploy, report=lambda line: print(f"cvops up: {line}", flush=True))
     except RuntimeError as exc:  # a server did not come up: its log tail and the fix
         print(f"cvops: error: {exc}", file=sys.stderr)
         return 1
@@ -107,17 +107,18 @@ def print_where_to_look(tasks: list[str] | None) -> None:
             continue
         verdict = json.loads(paths.verdict.read_text())
         metrics = json.loads(paths.metrics.read_text())
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k and isinstance(v, int | float))
         lines += [
             f"  {task}: {shown}",
             f"    metrics {paths.metrics}, plots {paths.evaluation}/, gate verdict {paths.verdict}",
             f"    MLflow run {verdict['run_id']}; model {verdict['model']} v{verdict['version']}"
             f" (@champion: v{verdict['champion']})",
         ]
-    uri = params.tracking.uri
+    uri, ports = params.tracking.uri, params.servers
     lines += [
-        f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
-        "  Prefect UI:  cvops up                             (http://127.0.0.1:4200; flow runs, artifacts)",
+        f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri} --port {ports.mlflow_port}"
+        f"   (http://127.0.0.1:{ports.mlflow_port})",
+        f"  Prefect UI:  cvops up                             (http://127.0.0.1:{ports.prefect_port}; flow runs, artifacts)",
         "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
         "  Lineage:     cvops lineage <task>   (commit, data, params, runs of its @champion; how to rebuild it)",
     ]
@@ -197,7 +198,21 @@ def _task_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
 
 
+def _configured_ports(params_file: str = "params.yaml") -> tuple[int, int]:
+    """(Prefect, MLflow) ports of params.yaml `servers` for the help text: plain YAML (the
+    full validation costs imports every command would pay), defaults when unreadable."""
+    try:
+        import yaml
+
+        with open(params_file) as f:
+            servers = (yaml.safe_load(f) or {}).get("servers") or {}
+        return int(servers.get("prefect_port", 4200)), int(servers.get("mlflow_port", 5000))
+    except Exception:  # missing or invalid: the command itself reports it properly
+        return 4200, 5000
+
+
 def build_parser() -> argparse.ArgumentParser:
+    prefect_port, mlflow_port = _configured_ports()
     parser = argparse.ArgumentParser(
         prog="cvops", description="Computer-vision MLOps: data -> validate -> train -> evaluate -> promote.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -230,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--dry-run", action="store_true", help="print the `ray job submit` command only")
     submit.set_defaults(func=_submit)
     up = sub.add_parser("up", help="start Prefect and MLflow servers and a worker on 127.0.0.1",
-                        description="Start a Prefect server (UI :4200), an MLflow server (UI :5000) and a "
+                        description=f"Start a Prefect server (UI :{prefect_port}), an MLflow server (UI :{mlflow_port}) and a "
                         "Prefect worker, apply prefect.yaml's deployments, and print the URLs. Ports in "
                         "params.yaml `servers`; state, pid files and logs in .cvops/.")
     up.add_argument("--no-deploy", action="store_true", help="do not apply prefect.yaml's deployments")

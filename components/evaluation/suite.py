@@ -10,6 +10,7 @@ subsample's clean metric reuse the kept per-image predictions.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
     samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
     bs, classes = cfg.train.batch_size, data.classes
     corruptions.check_names(list(ev.corruptions))
-    with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass") as bar:
+    # not a terminal (DVC under Prefect streams it into the flow's log): an update every 30 s, not dozens
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass", mininterval=interval) as bar:
         preds, targets = predict_all(spec, model, samples, bs)
         bar.update(len(samples))
         metric = spec.make_metric(len(classes))
