@@ -75,9 +75,9 @@ def _draw(pixels: torch.Tensor, explained: list[dict[str, Any]], out: Path) -> P
     for ax, image, item in zip(axes.flat, pixels, explained, strict=False):
         ax.imshow(image.permute(1, 2, 0).cpu().numpy())
         ax.imshow(item["heatmap"].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ax.set_title(item["title"].replace(" -> ", "\n-> "), fontsize=10, color="green" if item["correct"] else "red")
+        ax.set_title(item["title"], fontsize=10, color="green" if item["correct"] else "red")
     fig.suptitle("Grad-CAM (true -> predicted): correct in green, wrong in red", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)  # room for the lower row's titles
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
