@@ -87,11 +87,15 @@ def log_dataset(manifest: Path, digest: str, name: str, context: str = "training
     per image) with the DVC content hash of the prepared data as its digest, so two runs on
     the same data show the same dataset version. Without a hash (no dvc.lock yet), MLflow's
     own digest of the manifest."""
+    import warnings
+
     import pandas as pd
 
     frame = pd.read_csv(manifest)
-    dataset = mlflow.data.from_pandas(frame, source=str(manifest), name=name, digest=(digest or None) and digest[:32])
-    mlflow.log_input(dataset, context=context)
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways", "integer columns": both harmless here
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source=str(manifest), name=name, digest=(digest or None) and digest[:32])
+        mlflow.log_input(dataset, context=context)
 
 
 def training_run(params: Params, run_info: Path) -> str:
