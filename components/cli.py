@@ -68,7 +68,7 @@ def _servers():
 def _up(args: argparse.Namespace) -> int:
     servers = _servers()
     try:
-        servers.up(deploy=not args.no_deploy)
+        servers.up(deploy=not args.no_deploy, report=lambda line: print(f"cvops up: {line}", flush=True))
     except RuntimeError as exc:  # a server did not come up: its log tail and the fix
         print(f"cvops: error: {exc}", file=sys.stderr)
         return 1
@@ -107,17 +107,18 @@ def print_where_to_look(tasks: list[str] | None) -> None:
             continue
         verdict = json.loads(paths.verdict.read_text())
         metrics = json.loads(paths.metrics.read_text())
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k and isinstance(v, int | float))
         lines += [
             f"  {task}: {shown}",
             f"    metrics {paths.metrics}, plots {paths.evaluation}/, gate verdict {paths.verdict}",
             f"    MLflow run {verdict['run_id']}; model {verdict['model']} v{verdict['version']}"
             f" (@champion: v{verdict['champion']})",
         ]
-    uri = params.tracking.uri
+    uri, ports = params.tracking.uri, params.servers
     lines += [
-        f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
-        "  Prefect UI:  cvops up                             (http://127.0.0.1:4200; flow runs, artifacts)",
+        f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri} --port {ports.mlflow_port}"
+        f"   (http://127.0.0.1:{ports.mlflow_port})",
+        f"  Prefect UI:  cvops up                             (http://127.0.0.1:{ports.prefect_port}; flow runs, artifacts)",
         "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
         "  Lineage:     cvops lineage <task>   (commit, data, params, runs of its @champion; how to rebuild it)",
     ]
@@ -166,9 +167,17 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """One line per image on stdout; each input that could not be predicted named on stderr
+    (the others are still predicted), then exit 2 if there was any."""
+    from components.config import load_params
     from components.registry.commands import predict_command
 
-    return _registry(args, lambda params: predict_command(params, args.task, args.images, args.out, args.alias))
+    text, failed = predict_command(load_params(args.params), args.task, args.images, args.out, args.alias,
+                                   args.conf, args.iou, args.max_det)
+    print(text)
+    for path, why in failed.items():
+        print(f"cvops predict: skipped {path}: {why}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _lineage(args: argparse.Namespace) -> int:
@@ -177,12 +186,33 @@ def _lineage(args: argparse.Namespace) -> int:
     return _registry(args, lambda params: lineage_command(params, args.model, args.json))
 
 
+def _operating_point() -> dict:
+    # light: serving/predict.py imports nothing heavy at module level, so --help stays fast
+    from components.serving.predict import operating_point
+
+    return operating_point("detection")
+
+
 def _task_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="task name, a section of params.yaml's `tasks`")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
 
 
+def _configured_ports(params_file: str = "params.yaml") -> tuple[int, int]:
+    """(Prefect, MLflow) ports of params.yaml `servers` for the help text: plain YAML (the
+    full validation costs imports every command would pay), defaults when unreadable."""
+    try:
+        import yaml
+
+        with open(params_file) as f:
+            servers = (yaml.safe_load(f) or {}).get("servers") or {}
+        return int(servers.get("prefect_port", 4200)), int(servers.get("mlflow_port", 5000))
+    except Exception:  # missing or invalid: the command itself reports it properly
+        return 4200, 5000
+
+
 def build_parser() -> argparse.ArgumentParser:
+    prefect_port, mlflow_port = _configured_ports()
     parser = argparse.ArgumentParser(
         prog="cvops", description="Computer-vision MLOps: data -> validate -> train -> evaluate -> promote.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -215,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--dry-run", action="store_true", help="print the `ray job submit` command only")
     submit.set_defaults(func=_submit)
     up = sub.add_parser("up", help="start Prefect and MLflow servers and a worker on 127.0.0.1",
-                        description="Start a Prefect server (UI :4200), an MLflow server (UI :5000) and a "
+                        description=f"Start a Prefect server (UI :{prefect_port}), an MLflow server (UI :{mlflow_port}) and a "
                         "Prefect worker, apply prefect.yaml's deployments, and print the URLs. Ports in "
                         "params.yaml `servers`; state, pid files and logs in .cvops/.")
     up.add_argument("--no-deploy", action="store_true", help="do not apply prefect.yaml's deployments")
@@ -241,13 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", metavar="VERSION", help="the version to make champion (must have passed the gate)")
     rollback.set_defaults(func=_rollback)
 
-    predict = sub.add_parser("predict", help="predict images with a task's @champion; writes JSON and overlays",
-                             description="Run cvops-<TASK>@champion (through its MLflow pyfunc, as served) on "
-                             "image files; writes predictions.json and one <image>.overlay.png per image.")
+    predict = sub.add_parser("predict", help="predict images with a task's @champion; writes JSON, overlays, masks",
+                             description="Predict images with the model registered as <TASK>@<ALIAS>. IMAGE may be "
+                             "a file, a folder (its image files) or a quoted glob ('data/**/*.png'). Writes "
+                             "predictions.json, one <image>.overlay.png per image and, for segmentation, "
+                             "<image>.mask.png (pixel = class id) and <image>.mask.colour.png. Prints one line per "
+                             "image; inputs that are not readable images are named on stderr and skipped, and the "
+                             "exit code is then 2.", formatter_class=argparse.RawDescriptionHelpFormatter)
     _task_argument(predict)
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     predict.add_argument("--out", metavar="DIR", help="output folder (default: predictions/<TASK>)")
     predict.add_argument("--alias", default="champion", help="registry alias to use (default: champion)")
+    point = _operating_point()
+    predict.add_argument("--conf", type=float, metavar="SCORE",
+                         help=f"detection: lowest score kept (default: the evaluation's operating point, {point['conf']})")
+    predict.add_argument("--iou", type=float, metavar="IOU",
+                         help=f"detection: class-aware NMS IoU, one box per object (default: {point['iou']})")
+    predict.add_argument("--max-det", type=int, metavar="N", help=f"detection: most boxes per image (default: {point['max_det']})")
     predict.set_defaults(func=_predict)
 
     lineage = sub.add_parser("lineage", help="where a registered model came from, and how to rebuild it",

@@ -21,6 +21,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
+from prefect.states import Completed, Failed  # noqa: E402
 
 from components.errors import PERMANENT_EXIT_CODES  # noqa: E402
 from components.paths import STAGES  # noqa: E402
@@ -55,11 +56,13 @@ def _retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="dvc-stage", task_run_name="{target}", retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=_retry_unless_permanent)
-def run_stage(root: str, target: str) -> bool:
+def run_stage(root: str, target: str):
+    """Whether the stage ran; a stage DVC skipped ends in a 'Skipped' state (Completed, so
+    the flow goes on), so the UI tells it from one that ran."""
     logger = get_run_logger()
     ran = dvc_runner.reproduce(Path(root), target, logger)
     logger.info("%s: %s", target, "ran" if ran else "unchanged, skipped by DVC")
-    return ran
+    return True if ran else Completed(data=False, name="Skipped", message=f"{target}: unchanged, skipped by DVC")
 
 
 @task(name="dvc-experiment", retries=0)
@@ -86,15 +89,28 @@ def _against(verdict: dict[str, Any]) -> str:
         "Cold start (no champion): value thresholds only.")
 
 
-@task(name="report")
-def report(root: str, task_name: str) -> dict[str, Any]:
-    """Publish the task's metrics and gate verdict as a Prefect markdown artifact."""
+def _code(text: Any) -> str:
+    """Text as a markdown code span: metric names like fgsm_accuracy@0.005 stay text (no
+    e-mail link, no italics from underscores)."""
+    return "`" + str(text).replace("`", "'") + "`"
+
+
+@task(name="report", task_run_name="report {task_name}")
+def report(root: str, task_name: str, promoted_now: bool = True) -> dict[str, Any]:
+    """Publish the task's metrics and gate verdict as a Prefect markdown artifact.
+    promoted_now: whether the promote stage ran in this flow run (else the verdict is the
+    one of an earlier run, and the artifact says so)."""
     reports = Path(root) / "reports" / task_name
     metrics = json.loads((reports / "metrics.json").read_text())
     verdict = json.loads((reports / "gate.json").read_text())
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
-    outcome = f"**promoted**: `{verdict['model']}@champion` is version {verdict['version']}" if verdict["passed"] else (
-        f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}")
+    rows = "\n".join(f"| {_code(k)} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
+    if not promoted_now:
+        outcome = (f"**unchanged**: nothing to promote in this run (no input changed); `{verdict['model']}@champion` "
+                   f"is version {verdict['champion'] or verdict['version']}")
+    elif verdict["passed"]:
+        outcome = f"**promoted**: `{verdict['model']}@champion` is version {verdict['version']}"
+    else:
+        outcome = f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}"
     markdown = (
         f"# {task_name}\n\nCandidate `{verdict['model']}` version {verdict['version']}: {outcome}.\n\n"
         f"{_mlflow_links(verdict['run_id'], verdict['model'], verdict['version'])}\n\n## Gate\n\n{_against(verdict)}\n\n{checks_table(verdict['checks'])}\n\n"
@@ -102,6 +118,15 @@ def report(root: str, task_name: str) -> dict[str, Any]:
     )
     create_markdown_artifact(markdown=markdown, key=f"cvops-{task_name.replace('_', '-')}", description=f"{task_name}: metrics and gate verdict")
     return {"metrics": metrics, "verdict": verdict}
+
+
+@task(name="gate verdict", task_run_name="gate verdict {task_name}")
+def gate_verdict(task_name: str, verdict: dict[str, Any]):
+    """The gate's decision as a task state: a rejection is a Failed task that gives the
+    reason (a verdict, not a crash: no traceback), a promotion a Completed one."""
+    if verdict["passed"]:
+        return Completed(message=f"{verdict['model']} v{verdict['version']} promoted to @champion")
+    return Failed(message=f"{verdict['model']} v{verdict['version']} not promoted: {verdict['reason']}")
 
 
 @flow(name="cv-pipeline", log_prints=True)
@@ -124,19 +149,26 @@ def cv_pipeline(tasks: list[str] | None = None, overrides: dict[str, str] | None
         raise ValueError(f"tasks {unknown} are not in params.yaml pipeline.tasks {params.pipeline.tasks}")
     os.environ["CVOPS_FLOW_RUN_ID"] = str(flow_run.get_id() or "")  # lineage tag on registered versions
 
+    promoted_now = dict.fromkeys(tasks, True)
     if overrides:
         run_experiment(str(root), [f"{stage}@{t}" for t in tasks for stage in STAGES], overrides, experiment_name)
     else:
         for task_name in tasks:
             for stage in STAGES:
-                run_stage(str(root), f"{stage}@{task_name}")
+                ran = run_stage(str(root), f"{stage}@{task_name}")
+                if stage == "promote":  # True, or the Skipped state itself (Prefect hands a returned state back)
+                    promoted_now[task_name] = ran is True
 
-    results = {t: report(str(root), t) for t in tasks}
+    results = {t: report(str(root), t, promoted_now[t]) for t in tasks}
     rejected = {t: r["verdict"]["reason"] for t, r in results.items() if not r["verdict"]["passed"]}
     for task_name, result in results.items():
         verdict = result["verdict"]
+        gate_verdict(task_name, verdict, return_state=True)  # a rejection: a red task with its reason
         logger.info("%s: %s version %s %s", task_name, verdict["model"], verdict["version"],
                     "promoted to @champion" if verdict["passed"] else f"not promoted: {verdict['reason']}")
     if rejected:
-        raise GateRejected("; ".join(f"{t}: {why}" for t, why in rejected.items()))
+        why = "; ".join(f"{t}: {reason}" for t, reason in rejected.items())
+        # returned, not raised: the flow run fails with the reason and no traceback in its log;
+        # the caller (cvops run) still gets GateRejected from the flow's result
+        return Failed(message=f"gate rejected: {why}", data=GateRejected(why))
     return {"passed": True, "tasks": results}

@@ -78,7 +78,7 @@ def log_candidate(ws: Path, task: str, seed: int, metrics: dict[str, float] | No
     if metrics is None:
         model, meta = load_checkpoint(checkpoint)
         metrics = metrics_on_test_split(model, meta, paths.data, cfg.train.batch_size)
-    with mlflow.start_run(experiment_id=tracking.setup(params), run_name=f"{task}-candidate-{seed}") as run:
+    with mlflow.start_run(experiment_id=tracking.setup(params, task), run_name=f"{task}-candidate-{seed}") as run:
         info = log_model(checkpoint)
     return LoggedCandidate(run.info.run_id, info.model_uri, metrics)
 

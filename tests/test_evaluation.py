@@ -270,6 +270,7 @@ def test_model_card_is_self_contained_and_takes_the_verdict(tmp_path):
     data = {"model_name": "cvops-classification", "task": "classification", "arch": "small_cnn", "classes": ["a", "b"],
             "date": "2026-11-21", "data": {"path": "data/classification", "version": "abc123", "test_images": 100},
             "config": {"train": {"epochs": 1}}, "metrics": {"accuracy": 0.9}, "fairness": fair,
+            "per_class": card.per_class({"accuracy": 0.9, "recall/a": 0.8, "recall/b": 1.0, "fairness/accuracy/day": 0.95}, ["a", "b"]),
             "corruptions": {"metric": "accuracy", "clean": 0.9, "rows": rows, "mean": 0.7, "retention": 0.78, "mce": None},
             "adversarial": {"metric": "accuracy", "rows": [{"attack": "pgd", "eps": 0.01, "value": 0.4}]},
             "plots": {"fairness": str(png)}, "verdict": None}
@@ -278,9 +279,14 @@ def test_model_card_is_self_contained_and_takes_the_verdict(tmp_path):
     card_json.write_text(json.dumps(data))
     md, html = card.write_card(card_json)
     text = md.read_text()
-    for needle in ("abc123", "| night | 20 | ok | 0.7500", "| dusk | 2 | too_small", "retention 0.7800", "Pending", "](../evaluation/fairness.png)"):
+    for needle in ("abc123", "| night | 20 | ok | 0.7500", "| dusk | 2 | too_small", "retention 0.7800", "PENDING",
+                   "](../evaluation/fairness.png)", "| a | 0.8000 |", "| jpeg | 0.9000 (50) |", "severity 5"):
         assert needle in text, needle
+    order = [text.index(h) for h in ("## Gate verdict", "## Headline metrics", "## Per class", "## Fairness",
+                                     "## Robustness", "## Figures", "## Data", "## Training config")]
+    assert order == sorted(order), "verdict and headline metrics first, the config last"
+    assert data["per_class"] == {"recall": {"a": 0.8, "b": 1.0}}
     page = html.read_text()
     assert "data:image/png;base64," in page and "evaluation/fairness.png" not in page
-    card.write_card(card_json, {"passed": False, "reason": "gap too large", "checks": [{"metric": "fairness/worst_group_gap", "value": 0.2, "passed": False}]})
+    card.write_card(card_json, {"passed": False, "reason": "gap too large", "checks": [{"metric": "fairness/worst_group_gap", "rule": "max 0.1", "value": 0.2, "passed": False}]})
     assert "NOT PASSED" in md.read_text() and json.loads(card_json.read_text())["verdict"]["reason"] == "gap too large"

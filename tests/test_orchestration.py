@@ -121,8 +121,9 @@ def test_on_demand_run_with_override_is_a_dvc_experiment_tracked_in_mlflow(live,
     run = live.wait(on_demand_run)
     assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{live.logs(on_demand_run)}"
     client = MlflowClient(tracking_uri=live.mlflow)
-    experiment = client.get_experiment_by_name("cvops")
-    train = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == f"{TASK}-train")
+    experiment = client.get_experiment_by_name(f"cvops/{TASK}")
+    train = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("cvops.stage") == "train")
+    assert train.info.run_name == f"{TASK}-train {EXPERIMENT}", "the run names its DVC experiment"
     assert train.data.params["train.epochs"] == "1", "the override reached the training run"
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.run_id == train.info.run_id
@@ -181,7 +182,7 @@ def _run_from_prefect_ui(live: Live, page, shots: Path) -> dict:
 
 
 def _check_mlflow_ui(live: Live, page, shots: Path) -> None:
-    experiment = MlflowClient(tracking_uri=live.mlflow).get_experiment_by_name("cvops")
+    experiment = MlflowClient(tracking_uri=live.mlflow).get_experiment_by_name(f"cvops/{TASK}")
     page.goto(f"{live.mlflow}/#/experiments")
     page.get_by_text("Model training", exact=True).first.click()  # MLflow 3 opens in GenAI mode
     page.goto(f"{live.mlflow}/#/experiments/{experiment.experiment_id}/runs")

@@ -14,7 +14,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from components.tasks import TASKS, TaskSpec
+from components.tasks import TASKS
 from tests.conftest import BIN, dvc
 
 pytestmark = pytest.mark.timeout(3600)  # builds the whole pipeline for every task on first use
@@ -43,12 +43,14 @@ def set_param(ws: Path, dotted: str, value) -> None:
 
 def test_repro_tracks_runs_and_promotes_a_champion(built_workspace):
     ws, client = built_workspace, client_for(built_workspace)
-    experiment = client.get_experiment_by_name("cvops")
+    experiment = client.get_experiment_by_name(f"cvops/{TASK}")  # an experiment per task
     runs = client.search_runs([experiment.experiment_id])
-    train_run = next(r for r in runs if r.info.run_name == f"{TASK}-train")
-    assert {"test_accuracy", "test_macro_f1", "best_val_accuracy"} <= set(train_run.data.metrics)
+    train_run = next(r for r in runs if r.data.tags.get("cvops.stage") == "train")
+    assert train_run.info.run_name.startswith(f"{TASK}-train @"), "named after the task, the stage and the commit"
+    assert {"test/accuracy", "test/macro_f1", "best/val/accuracy"} <= set(train_run.data.metrics), "MLflow's UI sections by '/'"
+    assert "best/epoch" not in train_run.data.metrics and "cvops.best_epoch" in train_run.data.tags
     assert train_run.data.params["model.arch"] == "small_cnn"
-    history = client.get_metric_history(train_run.info.run_id, "val_accuracy")
+    history = client.get_metric_history(train_run.info.run_id, "val/accuracy")
     assert [m.step for m in history] == [0, 1], "one val metric per epoch, logged once (rank 0)"
 
     champion = client.get_model_version_by_alias(MODEL, "champion")
@@ -56,11 +58,13 @@ def test_repro_tracks_runs_and_promotes_a_champion(built_workspace):
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
     data_md5 = next(o["md5"] for o in lock["stages"][f"prepare@{TASK}"]["outs"] if o["path"] == f"data/{TASK}")
     assert champion.tags["cvops.data_hash"] == data_md5
+    (dataset,) = [d.dataset for d in train_run.inputs.dataset_inputs]  # the run's Datasets: the manifest
+    assert dataset.name == f"{TASK}-data" and dataset.digest == data_md5[:32] and dataset.source.endswith("manifest.csv")
     assert champion.tags["cvops.git_commit"] and champion.tags["cvops.gate.passed"] == "true"
     verdict = json.loads((ws / "reports" / TASK / "gate.json").read_text())
     assert verdict["passed"] and verdict["version"] == str(champion.version)  # the SQLite store answers ints
     metrics = json.loads((ws / "reports" / TASK / "metrics.json").read_text())
-    assert train_run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert train_run.data.metrics["test/accuracy"] == pytest.approx(metrics["accuracy"])
     assert (ws / "reports" / TASK / "evaluation" / "confusion_matrix.png").stat().st_size > 0
 
 
@@ -83,9 +87,8 @@ def test_every_task_is_evaluated_drawn_and_registered(built_workspace, task):
     assert TASKS[task].monitor in metrics
     champion = client.get_model_version_by_alias(f"cvops-{task}", "champion")
     artifacts = [a.path for a in client.list_artifacts(champion.run_id, "evaluation")]
-    if type(TASKS[task]).draw_prediction is not TaskSpec.draw_prediction:  # the task draws overlays
-        assert (ws / "reports" / task / "evaluation" / "predictions.png").stat().st_size > 0
-        assert "evaluation/predictions.png" in artifacts
+    assert (ws / "reports" / task / "evaluation" / "predictions.png").stat().st_size > 0  # every task draws
+    assert "evaluation/predictions.png" in artifacts
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

@@ -147,7 +147,7 @@ def test_killed_worker_run_resumes_from_last_checkpoint(workspace):
     assert "resuming from the last checkpoint" in text, text[-4000:]
     assert text.count(f"epoch 1/{epochs}") == 1, "the restarted workers began again from epoch 1"
     run_id = json.loads((ws / "reports" / TASK / "train_run.json").read_text())["run_id"]
-    steps = {m.step for m in client_for(ws).get_metric_history(run_id, "val_accuracy")}
+    steps = {m.step for m in client_for(ws).get_metric_history(run_id, "val/accuracy")}
     assert steps == set(range(epochs)), f"epochs logged: {sorted(steps)}"
 
 
@@ -197,7 +197,7 @@ def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     assert run_id == killed_run, "the rerun logged to a new MLflow run"
     client = client_for(ws)
     assert client.get_run(run_id).info.status == "FINISHED"
-    assert {m.step for m in client.get_metric_history(run_id, "val_accuracy")} == set(range(epochs))
+    assert {m.step for m in client.get_metric_history(run_id, "val/accuracy")} == set(range(epochs))
     assert not slot.exists() and (ws / "ray_results" / f"{TASK}-{run_id[:8]}" / "cvops_run.json").is_file()
 
 
@@ -211,8 +211,8 @@ def test_submit_runs_the_train_stage_as_a_ray_job(workspace, job_server):
     set_param(ws, f"tasks.{TASK}.train.epochs", 2)
     store = f"sqlite:///{ws / 'mlruns.db'}"
     client = client_for(ws)
-    if client.get_experiment_by_name("cvops") is None:  # artifacts in the workspace, not in the job's directory
-        client.create_experiment("cvops", artifact_location=(ws / "mlartifacts").as_uri())
+    if client.get_experiment_by_name(f"cvops/{TASK}") is None:  # artifacts in the workspace, not in the job's directory
+        client.create_experiment(f"cvops/{TASK}", artifact_location=(ws / "mlartifacts").as_uri())
     (ws / "data" / ".gitignore").write_text(f"/{TASK}\n")  # what `dvc repro` writes for the prepare stage's output
     try:
         output = cvops(ws, "submit", "train", "--task", TASK, "--address", address,
@@ -251,12 +251,12 @@ def test_tune_stops_trials_early_logs_nested_runs_and_feeds_train(workspace):
     assert tuned["tuned"] and tuned["trials"] == trials
     assert tuned["stopped_early"] >= 1, f"ASHA stopped no trial ({time.monotonic() - started:.0f}s): {tuned}"
     client = client_for(ws)
-    experiment = client.get_experiment_by_name("cvops").experiment_id
+    experiment = client.get_experiment_by_name(f"cvops/{TASK}").experiment_id
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{tuned['run_id']}'")
     assert len(children) == trials
     for child in children:
         assert "train.lr" in child.data.params
-        history = client.get_metric_history(child.info.run_id, "train_loss")
+        history = client.get_metric_history(child.info.run_id, "train/loss")
         assert len(history) == int(child.data.tags["cvops.epochs"]) >= 1
     assert sum(c.data.tags["cvops.stopped_early"] == "true" for c in children) == tuned["stopped_early"]
 

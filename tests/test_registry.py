@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -114,13 +115,42 @@ def test_cold_start_refuse_registers_but_does_not_promote(task, tmp_path, monkey
     assert not any(mv.aliases and "champion" in mv.aliases for mv in client.search_model_versions(f"name='cvops-{task}'"))
 
 
-def test_predict_writes_predictions_and_overlays(task, tmp_path, monkeypatch):
+def test_predict_writes_predictions_and_overlays(task, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from components.data.datamodule import dataset_classes
+    from components.paths import StagePaths
+
     ws = make_registry_workspace(tmp_path, task, monkeypatch)
     set_gate(ws, task, gate_for(task))
     promote_candidate(ws, task, log_candidate(ws, task, seed=0))
     images = split_images(ws, task, 2)
-    assert main(["predict", task, *map(str, images), "--out", "preds"]) == 0
+    folder = ws / "inputs"
+    folder.mkdir()
+    for p in images[1:]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "notes.png").write_text("not an image")  # unreadable: named, skipped, exit 2
+    capsys.readouterr()  # what the fixtures printed
+    code = main(["predict", task, str(images[0]), str(folder), str(ws / "nowhere" / "*.png"), "--out", "preds"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "notes.png" in err and "not a readable image" in err and "nowhere" in err and "Traceback" not in err
     records = json.loads(Path("preds/predictions.json").read_text())
-    assert [r["image"] for r in records] == [str(p) for p in images]
-    assert all((ws / "preds" / f"{p.stem}.overlay.png").stat().st_size > 0 for p in images)
-    assert set(records[0]) > {"image"}, "each record holds the task's prediction fields"
+    assert [r["image"] for r in records] == [str(images[0]), *(str(folder / p.name) for p in images[1:])]
+    lines = out.splitlines()
+    assert [line.split(": ", 1)[0] for line in lines[:-1]] == [r["image"] for r in records]
+    assert all(line.split(": ", 1)[1] for line in lines[:-1]), "one non-empty summary per image"
+    assert "1 input(s) skipped" not in lines[-1] and "2 input(s) skipped" in lines[-1]
+    assert all(Path(r["overlay"]).stat().st_size > 0 for r in records)
+    if "mask" in records[0]:  # segmentation: index and colour PNGs, the per-class pixel count in the JSON
+        root = ws / StagePaths(task).data
+        names = dataset_classes(root, TASKS[task], TASKS[task].read_records(root))
+        for r in records:
+            with Image.open(r["mask"]["index"]) as index, Image.open(r["image"]) as image:
+                assert index.mode == "L" and index.size == image.size
+                values, counts = np.unique(np.asarray(index), return_counts=True)
+            assert {names[int(c)]: int(n) for c, n in zip(values, counts, strict=True)} == r["pixels"]
+            assert Path(r["mask"]["colour"]).stat().st_size > 0
+    for r in records:  # detection: the operating point (score >= 0.5, at most 20 boxes)
+        dets = r.get("detections", [])
+        assert len(dets) <= 20 and all(d["score"] >= 0.5 for d in dets)

@@ -53,9 +53,10 @@ def test_batch_forward_loss_metric_and_records(task_data):
 
     from components.tasks.drawing import to_uint8
 
-    drawn = [spec.draw_prediction(to_uint8(image), preds[i], task_data.classes) for i, image in enumerate(images)]
-    if drawn[0] is not None:  # tasks without an overlay return None
-        assert all(d.dtype == torch.uint8 and d.shape == drawn[0].shape and d.shape[0] == 3 for d in drawn)
+    drawn = [spec.draw(to_uint8(image), records[i], task_data.classes, targets[i]) for i, image in enumerate(images)]
+    assert all(d.dtype == torch.uint8 and d.shape == drawn[0].shape and d.shape[0] == 3 for d in drawn)
+    alone = spec.draw(to_uint8(images[0]), records[0], task_data.classes)  # `cvops predict`: no ground truth
+    assert alone.dtype == torch.uint8 and alone.shape[1] == drawn[0].shape[1] and alone.shape[2] <= drawn[0].shape[2]
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)

@@ -31,7 +31,7 @@ def validate_runs(task: str) -> list:
     from components.runtime import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri(load_params()))
-    return mlflow.search_runs(experiment_names=["cvops"], filter_string=f"tags.mlflow.runName = '{task}-validate'",
+    return mlflow.search_runs(experiment_names=[f"cvops/{task}"], filter_string="tags.stage = 'validate'",
                               output_format="list")
 
 

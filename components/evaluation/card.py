@@ -42,39 +42,68 @@ def _fairness(f: dict[str, Any]) -> str:
 
 
 def _robustness(c: dict[str, Any], a: dict[str, Any]) -> str:
+    """Corruptions: the metric at each severity with that severity's value in the
+    corruption's own unit (params.yaml evaluate.corruptions), then the attacks per eps."""
     names = list(dict.fromkeys(r["corruption"] for r in c["rows"]))
-    by = {(r["corruption"], r["severity"]): r["value"] for r in c["rows"]}
-    rows = [[n, *(by[(n, s)] for s in range(1, 6) if (n, s) in by)] for n in names]
-    text = _table(["corruption", *(f"s{s}" for s in range(1, 6))], rows)
-    text += f"\n\nClean {c['clean']:.4f}; mean corrupted {c['mean']:.4f}; retention {c['retention']:.4f}"
+    by = {(r["corruption"], r["severity"]): r for r in c["rows"]}
+    severities = sorted({r["severity"] for r in c["rows"]})
+    rows = [[n, *(f"{by[(n, s)]['value']:.4f} ({by[(n, s)]['level']:g})" if (n, s) in by else "n/a" for s in severities)] for n in names]
+    text = _table(["corruption", *(f"severity {s}" for s in severities)], rows)
+    text += ("\n\nEach cell: the metric (the severity's value: noise std, blur sigma, factor, JPEG quality, "
+             f"degrees, ...). Measured on the robustness subsample, whose clean score is {c['clean']:.4f}; "
+             f"mean corrupted {c['mean']:.4f}; retention {c['retention']:.4f}")
     text += f"; mCE vs champion {c['mce']:.4f}." if c.get("mce") is not None else "; no champion to compute mCE against."
     eps = sorted({r["eps"] for r in a["rows"]})
     by_attack = {n: {r["eps"]: r["value"] for r in a["rows"] if r["attack"] == n} for n in dict.fromkeys(r["attack"] for r in a["rows"])}
-    text += "\n\n" + _table(["attack", *(f"eps {e:g}" for e in eps)], [[n, *(c.get(e) for e in eps)] for n, c in by_attack.items()])
+    text += "\n\n" + _table(["attack", *(f"eps {e:g}" for e in eps)], [[n.upper(), *(c.get(e) for e in eps)] for n, c in by_attack.items()])
     return text
 
 
 def _verdict(v: dict[str, Any] | None) -> str:
+    # the gate's own table, as the registry shows it
+    from components.registry.gate import checks_table
+
     if v is None:
-        return "Pending: the promote stage fills this in."
+        return "**PENDING**: the promote stage fills this in."
     lines = [f"**{'PASSED' if v.get('passed') else 'NOT PASSED'}**: {v.get('reason', '')}"]
     if v.get("checks"):
-        lines.append(_table(list(v["checks"][0]), [list(c.values()) for c in v["checks"]]))
+        lines.append(checks_table(v["checks"]))
     return "\n\n".join(lines)
 
 
+def per_class(metrics: dict[str, float], classes: list[str]) -> dict[str, dict[str, float]]:
+    """{metric: {class: value}} of the per-class metrics (recall/<class>, ap/<class>, ...)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        metric, _, name = key.rpartition("/")
+        if metric and "/" not in metric and name in classes:
+            out.setdefault(metric, {})[name] = value
+    return out
+
+
+def _per_class(table: dict[str, dict[str, float]], classes: list[str]) -> str:
+    if not table:
+        return "No per-class metrics for this task."
+    shown = [c for c in classes if any(c in v for v in table.values())]
+    return _table(["class", *table], [[c, *(table[m].get(c) for m in table)] for c in shown])
+
+
 def to_markdown(card: dict[str, Any], image_ref=lambda p: p) -> str:
+    """Top-down for a reviewer: verdict, headline metrics, per class, fairness, robustness,
+    figures, then the data and the config."""
     out = [f"# Model card: {card['model_name']}", "",
            f"Task **{card['task']}**, arch `{card['arch']}`, classes {', '.join(card['classes'])}; evaluated {card['date']}.", "",
-           "## Data", f"Dataset `{card['data']['path']}`, version (DVC md5) `{card['data']['version'] or 'untracked'}`, "
-           f"test images {card['data']['test_images']}.", "",
-           "## Training config", "```json", json.dumps(card["config"], indent=2), "```", "",
-           "## Task metrics", _table(["metric", "value"], [[k, v] for k, v in card["metrics"].items()]), "",
+           "## Gate verdict", _verdict(card.get("verdict")), "",
+           "## Headline metrics (test split)", _table(["metric", "value"], [[f"`{k}`", v] for k, v in card["metrics"].items()]), "",
+           "## Per class", _per_class(card.get("per_class", {}), card["classes"]), "",
            "## Fairness", _fairness(card["fairness"]), "",
            "## Robustness", _robustness(card["corruptions"], card["adversarial"]), "",
-           "## Plots"]
-    out += [f"![{name}]({image_ref(path)})" for name, path in card["plots"].items()]
-    out += ["", "## Gate verdict", _verdict(card.get("verdict")), ""]
+           "## Figures"]
+    for name, path in card["plots"].items():
+        out += [f"### {name.replace('_', ' ')}", f"![{name}]({image_ref(path)})", ""]
+    out += ["## Data", f"Dataset `{card['data']['path']}`, version (DVC md5) `{card['data']['version'] or 'untracked'}`, "
+            f"test images {card['data']['test_images']}.", "",
+            "## Training config", "```json", json.dumps(card["config"], indent=2), "```", ""]
     return "\n".join(out)
 
 

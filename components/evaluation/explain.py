@@ -67,17 +67,17 @@ def explanation_grid(
 
 
 def _draw(pixels: torch.Tensor, explained: list[dict[str, Any]], out: Path) -> Path:
-    cols = min(8, len(explained))
+    cols = min(4, len(explained))  # 4 across: each map large enough to read at the figure's size
     rows = -(-len(explained) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, item in zip(axes.flat, pixels, explained, strict=False):
         ax.imshow(image.permute(1, 2, 0).cpu().numpy())
         ax.imshow(item["heatmap"].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ax.set_title(item["title"], fontsize=7, color="green" if item["correct"] else "red")
-    fig.suptitle("Grad-CAM: correct (green) and wrong (red) test predictions", fontsize=9)
-    fig.tight_layout()
+        ax.set_title(item["title"], fontsize=10, color="green" if item["correct"] else "red")
+    fig.suptitle("Grad-CAM (true -> predicted): correct in green, wrong in red", fontsize=11)
+    fig.tight_layout(h_pad=2.0)  # room for the lower row's titles
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

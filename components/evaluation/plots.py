@@ -44,27 +44,31 @@ def _save(fig, out: Path) -> Path:
 def fairness_plot(report: dict, out: Path) -> Path:
     """The metric per measurable group with its 95% bootstrap interval."""
     rows = [r for r in report["groups"] if r["value"] is not None]
-    fig, ax = plt.subplots(figsize=(max(3.0, 1.2 * len(rows) + 1), 3.2))
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.2 * len(rows) + 2), 3.6))
     values = [r["value"] for r in rows]
     errors = [[r["value"] - r["ci"][0] for r in rows], [r["ci"][1] - r["value"] for r in rows]]
-    ax.bar([f"{r['group']}\n(n={r['n']})" for r in rows], values, yerr=errors, capsize=6, color="#4c72b0")
-    ax.set_ylabel(report["metric"])
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Per-group metric, 95% bootstrap CI")
+    ax.bar([f"{r['group']}\n(n={r['n']})" for r in rows], values, yerr=errors, capsize=6, color="#4c72b0", label="group (95% CI)")
+    if report.get("overall") is not None:
+        ax.axhline(report["overall"], color="black", linestyle="--", label=f"all test images {report['overall']:.3f}")
+    ax.set_ylabel(f"test {report['metric']}")
+    ax.set_ylim(0, 1.15)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Per group, 95% bootstrap CI", fontsize=10)
     return _save(fig, out)
 
 
 def corruption_plot(report: dict, out: Path) -> Path:
     """Metric vs severity, one line per corruption, the clean metric dashed."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for name in dict.fromkeys(r["corruption"] for r in report["rows"]):
         rows = [r for r in report["rows"] if r["corruption"] == name]
         ax.plot([r["severity"] for r in rows], [r["value"] for r in rows], marker="o", label=name)
-    ax.axhline(report["clean"], color="black", linestyle="--", label="clean")
+    # the clean score of the same subsample the corruptions are measured on (not the whole test split)
+    ax.axhline(report["clean"], color="black", linestyle="--", label=f"clean, same images {report['clean']:.3f}")
     ax.set_xticks(sorted({r["severity"] for r in report["rows"]}))  # severities are levels 1..5
-    ax.set_xlabel("severity")
-    ax.set_ylabel(report["metric"])
-    ax.set_title("Common corruptions")
+    ax.set_xlabel("severity level, 1 mild to 5 strong (values: model card)")
+    ax.set_ylabel(f"{report['metric']} on the robustness subsample")
+    ax.set_title("Common corruptions", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out)
 
@@ -76,7 +80,7 @@ def adversarial_plot(report: dict, out: Path) -> Path:
         eps = sorted(curve)
         ax.plot(eps, [curve[e] for e in eps], marker="o", label=name.upper())
     ax.set_xlabel("eps (L-inf, [0, 1] pixels)")
-    ax.set_ylabel(report["metric"])
-    ax.set_title("Adversarial robustness")
+    ax.set_ylabel(f"test {report['metric']} (robustness subsample)")
+    ax.set_title("Adversarial robustness", fontsize=10)
     ax.legend()
     return _save(fig, out)

@@ -10,10 +10,12 @@ subsample's clean metric reuse the kept per-image predictions.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -37,7 +39,7 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
     except mlflow.exceptions.MlflowException:
         return {}
     logged = client.get_run(version.run_id).data.metrics
-    keys = {n: tracking.metric_key(f"robustness/{n}_error", "test_") for n in names}
+    keys = {n: tracking.metric_key(f"robustness/{n}_error", "test") for n in names}
     return {n: logged[k] for n, k in keys.items() if k in logged}
 
 
@@ -70,7 +72,9 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
     samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
     bs, classes = cfg.train.batch_size, data.classes
     corruptions.check_names(list(ev.corruptions))
-    with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass") as bar:
+    # not a terminal (DVC under Prefect streams it into the flow's log): an update every 30 s, not dozens
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass", mininterval=interval) as bar:
         preds, targets = predict_all(spec, model, samples, bs)
         bar.update(len(samples))
         metric = spec.make_metric(len(classes))
@@ -83,7 +87,7 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
     champion = champion_errors(params, task, list(ev.corruptions))
     robust["mce"] = corruptions.mce(robust["errors"], champion)
     flat = {**metrics, **fairness.flat_metrics(fair), **adversarial.flat_metrics(adv), **corruptions.flat_metrics(robust, champion)}
-    return {"metric_state": metric, "samples": samples, "metrics": flat, "fairness": fair, "corruptions": robust, "adversarial": adv}
+    return {"metric_state": metric, "samples": samples, "preds": preds, "targets": targets, "metrics": flat, "fairness": fair, "corruptions": robust, "adversarial": adv}
 
 
 def write_plots(task: str, data: CVDataModule, model, suite: dict[str, Any], params: Params) -> dict[str, str]:
@@ -138,18 +142,30 @@ def metrics_on_test_split(model: torch.nn.Module, meta: dict[str, Any], data_dir
     return data.spec.summarize(metric.compute(), data.classes)
 
 
-@torch.no_grad()
-def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int = OVERLAY_IMAGES) -> Path | None:
-    """The task's drawing of its predictions on the first `count` test images (a fixed
-    sample: split order is the dataset's), as one grid PNG; None if the task draws none."""
-    from components.tasks.drawing import save_grid, to_uint8
-
-    dataset = data.dataset("test")
-    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
-    preds = data.spec.predict(model, images)
-    drawn = [data.spec.draw_prediction(to_uint8(image), preds[i], data.classes) for i, image in enumerate(images)]
-    if not drawn or drawn[0] is None:
-        return None
-    return save_grid(drawn, out)
+def worst_images(spec, classes: list[str], preds: Any, targets: Any, count: int) -> list[int]:
+    """Indices of the `count` test images of lowest task metric (the monitored one, of each
+    image alone: TaskSpec.monitor_of_resamples with one copy of one image), worst first;
+    images where it is undefined (no ground truth: NaN or -1) come last."""
+    n = len(targets)
+    per_image = np.asarray(spec.monitor_of_resamples(preds, targets, classes)(np.eye(n, dtype=np.int64)), dtype=np.float64)
+    per_image = np.where(np.isnan(per_image) | (per_image < 0), np.inf, per_image)
+    return np.argsort(per_image, kind="stable")[:count].tolist()
 
 
+def overlays(data: CVDataModule, suite: dict[str, Any], out: Path, count: int = OVERLAY_IMAGES) -> Path:
+    """The worst `count` test images by the task metric, each drawn by the task (image |
+    ground truth | prediction [| errors]), one per row, with the legend: predictions.png."""
+    from components.serving.predict import operating_point, select
+    from components.tasks.drawing import save_figure, to_uint8
+
+    spec, classes = data.spec, data.classes
+    picks = worst_images(spec, classes, suite["preds"], suite["targets"], count)
+    rows = []
+    for i in picks:
+        image, target = suite["samples"][i]
+        size = (image.shape[-1], image.shape[-2])
+        record = spec.format_predictions(take(suite["preds"], [i]), classes, [size])[0]
+        record = select(record, **operating_point(spec.name))
+        rows.append(spec.draw(to_uint8(image), record, classes, target))
+    title = f"{len(picks)} worst test images by {spec.monitor}, worst first:"
+    return save_figure(rows, out, spec.draw_legend(classes), title)

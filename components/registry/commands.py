@@ -13,7 +13,6 @@ from components.config import ConfigError, Params
 from components.registry.audit import format_history, history
 from components.registry.rollback import rollback
 from components.runtime import tracking
-from components.serving.predict import predict_files
 
 
 def _client(params: Params, task: str) -> tuple[MlflowClient, str, str]:
@@ -40,12 +39,20 @@ def rollback_command(params: Params, task: str, to: str | None) -> str:
     return f"{name}@champion: v{entry['from']} -> v{entry['to']} (audit entry {entry['seq']})"
 
 
-def predict_command(params: Params, task: str, images: list[str], out: str | None, alias: str) -> str:
+def predict_command(params: Params, task: str, images: list[str], out: str | None, alias: str,
+                    conf: float | None = None, iou: float | None = None, max_det: int | None = None) -> tuple[str, dict[str, str]]:
+    """(one line per predicted image and a closing line, failed input -> reason)."""
+    from components.serving.predict import predict_files, summary
+
     _, name, _ = _client(params, task)
     out_dir = Path(out or Path("predictions") / task)
-    records = predict_files(task, name, [Path(p) for p in images], out_dir, alias)
-    lines = [f"{r['image']}: " + ", ".join(f"{k}={v}" for k, v in r.items() if k in ("label", "score")) for r in records]
-    return "\n".join([*lines, f"{len(records)} prediction(s) of {name}@{alias} -> {out_dir}/predictions.json, overlays in {out_dir}/"])
+    records, failed = predict_files(task, name, images, out_dir, alias, conf, iou, max_det)
+    lines = [f"{r['image']}: {summary(r)}" for r in records]
+    skipped = f", {len(failed)} input(s) skipped" if failed else ""
+    done = f"{len(records)} image(s) predicted by {name}@{alias}{skipped}"
+    if records:
+        done += f" -> {out_dir}/predictions.json, overlays in {out_dir}/"
+    return "\n".join([*lines, done]), failed
 
 
 def lineage_command(params: Params, model: str, as_json: bool = False) -> str:

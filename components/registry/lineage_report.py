@@ -52,7 +52,7 @@ def resolve(client: MlflowClient, uri: str, tracking_uri: str, prefix: str = "cv
 
 def _run_metrics(run_id: str) -> dict[str, float]:
     """The evaluate stage's metrics.json as logged to the run (its exact keys), else the
-    run's test_* metrics."""
+    run's test/* metrics."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar for one small file
     try:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation/metrics.json")
@@ -61,7 +61,7 @@ def _run_metrics(run_id: str) -> dict[str, float]:
             metrics = MlflowClient().get_run(run_id).data.metrics
         except MlflowException:
             return {}
-        return {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
+        return {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
 
 
 def results_commit(task: str, name: str, version: str, run_id: str) -> tuple[str, bool]:

@@ -126,17 +126,24 @@ class Servers:
                            f"{self.config.startup_timeout_s:.0f} s (params.yaml servers.startup_timeout_s); "
                            f"log {log}:\n{tail}\nfix: free the port in params.yaml servers or read the log")
 
-    def up(self, deploy: bool = True) -> None:
-        """Start the servers, create the work pool and deployments, start the worker; idempotent."""
+    def up(self, deploy: bool = True, report=lambda line: None) -> None:
+        """Start the servers, create the work pool and deployments, start the worker; idempotent.
+        `report(line)` is told each step as it is done (the minutes of startup are not silent)."""
         prefect_server, mlflow_server, worker = self.services()
+        started = time.monotonic()
         self._start(prefect_server)
         self._start(mlflow_server)  # both start at once: ~20 s each here
+        report(f"starting {prefect_server.name} and {mlflow_server.name} (logs in {self.state / 'logs'}) ...")
         self._wait_healthy(prefect_server)
+        report(f"{prefect_server.name} up at {self.prefect_url} ({time.monotonic() - started:.0f} s)")
         self._wait_healthy(mlflow_server)
+        report(f"{mlflow_server.name} up at {self.mlflow_url} ({time.monotonic() - started:.0f} s)")
         if deploy:
+            report("applying prefect.yaml's deployments ...")
             self.deploy()
         self._start(worker)
         self._wait_healthy(worker)
+        report(f"{worker.name} up, pool '{self.work_pool}' ({time.monotonic() - started:.0f} s)")
 
     def deploy(self) -> None:
         """Create the process work pool (concurrency 1) and apply prefect.yaml's deployments."""

@@ -1,33 +1,167 @@
-"""`cvops predict`: the champion (or another alias) on image files -> predictions JSON and overlays.
+"""`cvops predict`: the champion (or another alias) on image files, folders or globs ->
+predictions.json, one overlay per image (the evaluation's drawing, TaskSpec.draw) and, for
+masks, an index PNG and a colour PNG per image.
 
-Goes through the registered pyfunc, so it predicts exactly what `mlflow models serve` would.
+Goes through the registered pyfunc, so it predicts exactly what `mlflow models serve` would;
+detections are then selected as the evaluation's figure selects them (`select`).
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import mlflow
-import pandas as pd
-from PIL import Image
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# The operating point of a detection figure and of `cvops predict` (the metrics keep every
+# box): a box is shown from this score, one box per object (class-aware NMS at this IoU).
+OPERATING_POINT = {"detection": {"conf": 0.5, "iou": 0.5, "max_det": 20}}
 
-from components.tasks import get_task
+
+def operating_point(task: str) -> dict[str, Any]:
+    return dict(OPERATING_POINT.get(task, {}))
 
 
-def predict_files(task: str, name: str, images: list[Path], out_dir: Path, alias: str = "champion") -> list[dict]:
-    """Writes out_dir/predictions.json (one record per image, with its path) and
-    out_dir/<stem>.overlay.png per image; returns the records."""
-    missing = [str(p) for p in images if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-    records = model.predict(pd.DataFrame({"image": [Path(p).read_bytes() for p in images]}))
+def select(record: dict[str, Any], conf: float | None = None, iou: float | None = None,
+           max_det: int | None = None) -> dict[str, Any]:
+    """A detection record's boxes with score >= conf, class-aware NMS at `iou` (torchvision's
+    batched_nms: a box suppresses only boxes of its own class), the best max_det kept.
+    Records without detections are returned as they are."""
+    if "detections" not in record:
+        return record
+    import torch
+    from torchvision.ops import batched_nms
+
+    dets = [d for d in record["detections"] if conf is None or d["score"] >= conf]
+    if dets and iou is not None:
+        labels = {name: i for i, name in enumerate(dict.fromkeys(d["label"] for d in dets))}
+        keep = batched_nms(torch.tensor([d["box"] for d in dets], dtype=torch.float32),
+                           torch.tensor([d["score"] for d in dets], dtype=torch.float32),
+                           torch.tensor([labels[d["label"]] for d in dets]), iou).tolist()
+        dets = [dets[i] for i in keep]  # best score first
+    else:
+        dets = sorted(dets, key=lambda d: -d["score"])
+    return {**record, "detections": dets[:max_det] if max_det is not None else dets}
+
+
+@dataclass
+class Inputs:
+    images: list[Path] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # path -> why it is not predicted
+
+
+def expand(arguments: list[str]) -> Inputs:
+    """Image files from file paths, folders (their image files, sorted) and glob patterns;
+    a path that does not exist or matches nothing is recorded as failed."""
+    found = Inputs()
+    for arg in arguments:
+        path = Path(arg)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found.images += files
+            if not files:
+                found.failed[arg] = "folder holds no image files (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ")"
+        elif path.is_file():
+            found.images.append(path)
+        elif glob.has_magic(arg):
+            files = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+            found.images += files
+            if not files:
+                found.failed[arg] = "pattern matches no file"
+        else:
+            found.failed[arg] = "no such file or folder"
+    found.images = list(dict.fromkeys(found.images))
+    return found
+
+
+def readable(images: list[Path], failed: dict[str, str]) -> list[tuple[Path, bytes]]:
+    """(path, bytes) of the images PIL decodes; the others recorded in `failed` with PIL's reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                image.load()
+            out.append((path, path.read_bytes()))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            failed[str(path)] = f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return out
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One line about one image's prediction, for the console."""
+    if "detections" in record:
+        dets = record["detections"]
+        counts: dict[str, int] = {}
+        for d in dets:
+            counts[d["label"]] = counts.get(d["label"], 0) + 1
+        best = f", best {dets[0]['label']} {dets[0]['score']:.2f}" if dets else ""
+        return f"{len(dets)} object(s): " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none") + best
+    if "pixels" in record:
+        total = sum(record["pixels"].values()) or 1
+        return "pixels: " + ", ".join(f"{k} {n / total:.1%}" for k, n in sorted(record["pixels"].items(), key=lambda kv: -kv[1]))
+    return f"{record['label']} {record['score']:.2f}"
+
+
+def write_mask(record: dict[str, Any], out_dir: Path, stem: str) -> dict[str, Any]:
+    """The record's mask (class ids) as <stem>.mask.png (index: pixel value = class id) and
+    <stem>.mask.colour.png (the figures' class colours); the record then names the files."""
+    import numpy as np
+    from PIL import Image
+
+    from components.tasks.drawing import colour_mask
+
+    mask = np.asarray(record["mask"], dtype=np.uint8)
+    index, colour = out_dir / f"{stem}.mask.png", out_dir / f"{stem}.mask.colour.png"
+    Image.fromarray(mask, mode="L").save(index)
+    Image.fromarray(colour_mask(mask)).save(colour)
+    return {**record, "mask": {"index": str(index), "colour": str(colour)}}
+
+
+def predict_files(task: str, name: str, arguments: list[str], out_dir: Path, alias: str = "champion",
+                  conf: float | None = None, iou: float | None = None, max_det: int | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Predicts every readable image of `arguments` (files, folders, globs): writes
+    out_dir/predictions.json (one record per image, with its path), <stem>.overlay.png and,
+    for masks, <stem>.mask.png / .mask.colour.png. Returns (records, failed path -> reason)."""
+    import mlflow
+    import pandas as pd
+    from PIL import Image
+
+    from components.tasks import get_task
+    from components.tasks.drawing import legend, stack
+
+    inputs = expand(arguments)
+    images = readable(inputs.images, inputs.failed)
+    if not images:
+        return [], inputs.failed
+    with warnings.catch_warnings():  # "add type hints to predict": the input is images, not a schema
+        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        raw = model.predict(pd.DataFrame({"image": [data for _, data in images]}))
+    classes = model.unwrap_python_model().meta["classes"]
+    point = {**operating_point(task), **{k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}}
     spec = get_task(task)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path, record in zip(images, records, strict=True):
+    stems = _unique_stems([p for p, _ in images])
+    records = []
+    for (path, _), stem, record in zip(images, stems, raw, strict=True):
+        record = select(record, **point)
         with Image.open(path) as image:
-            spec.overlay(image.convert("RGB"), record).save(out_dir / f"{Path(path).stem}.overlay.png")
-    result = [{"image": str(p), **r} for p, r in zip(images, records, strict=True)]
-    (out_dir / "predictions.json").write_text(json.dumps(result, indent=2))
-    return result
+            drawn = spec.draw(image.convert("RGB"), record, classes)
+        stack([drawn], legend(spec.draw_legend(classes), drawn.shape[-1])).save(out_dir / f"{stem}.overlay.png")
+        if "mask" in record:
+            record = write_mask(record, out_dir, stem)
+        records.append({"image": str(path), "overlay": str(out_dir / f"{stem}.overlay.png"), **record})
+    (out_dir / "predictions.json").write_text(json.dumps(records, indent=2))
+    return records, inputs.failed
+
+
+def _unique_stems(paths: list[Path]) -> list[str]:
+    """Output names per image: the file stem, with the parent folder's name where two images
+    share a stem (a/x.png and b/x.png)."""
+    stems = [p.stem for p in paths]
+    return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]

@@ -33,13 +33,11 @@ def run(params: Params, task: str) -> dict[str, float]:
     run_id = tracking.training_run(params, paths.run_info)  # before the work: the results are logged to it
     model, meta = load_checkpoint(paths.model)
     data = load_test_split(meta, paths.data, cfg.train.batch_size, str(paths.model))
-    tracking.setup(params)
+    tracking.setup(params, task)
     suite = run_suite(params, task, model, data)
     metrics = suite["metrics"]
     plot_paths = write_plots(task, data, model, suite, params)
-    overlay = overlays(model, data, paths.evaluation / "predictions.png")
-    if overlay is not None:
-        plot_paths["predictions"] = str(overlay)
+    plot_paths["predictions"] = str(overlays(data, suite, paths.evaluation / "predictions.png"))
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     paths.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     card_json = paths.metrics.parent / "card" / "card.json"
@@ -50,13 +48,14 @@ def run(params: Params, task: str) -> dict[str, float]:
         "data": {"path": str(paths.data), "version": data_hash(f"prepare@{task}", str(paths.data)), "test_images": len(suite["samples"])},
         "config": {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")},
         "metrics": {k: v for k, v in metrics.items() if "/" not in k},
+        "per_class": card.per_class(metrics, data.classes),
         "fairness": suite["fairness"], "corruptions": suite["corruptions"],
         "adversarial": {"metric": spec.monitor, "rows": adversarial.curve_rows(suite["adversarial"])},
         "plots": plot_paths, "verdict": None,
     }, indent=2))
     card_files = card.write_card(card_json)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({tracking.metric_key(k, "test_"): v for k, v in metrics.items()})
+        mlflow.log_metrics({tracking.metric_key(k, "test"): v for k, v in metrics.items()})
         for path in [paths.metrics, card_json, *card_files]:
             mlflow.log_artifact(str(path), "evaluation")
         for path in plot_paths.values():  # image artifacts, shown in the run's artifact view

@@ -27,7 +27,7 @@ def run(params: Params, task: str) -> Verdict:
     metrics = json.loads(paths.metrics.read_text())
     run_info = json.loads(paths.run_info.read_text())
     tracking.training_run(params, paths.run_info)  # the candidate is registered from it
-    tracking.setup(params)
+    tracking.setup(params, task)
     client, name = MlflowClient(), tracking.model_name(params, task)
     candidate = Candidate(task, name, run_info["model_uri"], run_info["run_id"], metrics,
                           lineage_tags(task, str(paths.data), params_hash(cfg), run_info["run_id"], params))

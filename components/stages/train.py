@@ -17,6 +17,7 @@ import torch
 
 from components.config import Params, TaskConfig, params_hash
 from components.paths import StagePaths
+from components.registry.lineage import data_hash
 from components.runtime import ray_cluster, tracking
 from components.serving.checkpoint import save_checkpoint
 from components.serving.model import log_model
@@ -36,11 +37,14 @@ def run(params: Params, task: str) -> Path:
     path of the written checkpoint. An interrupted training with the same inputs is resumed
     (components.training.resume)."""
     cfg, tuned = tuned_config(params, task)
-    experiment_id = tracking.setup(params)
+    experiment_id = tracking.setup(params, task)
     with resume.slot(storage_path(params), task, resume.training_inputs(params, task, cfg)) as slot, \
             _mlflow_run(slot, task, experiment_id) as run:
         mlflow.set_tags({"cvops.task": task, "cvops.stage": "train", "cvops.params_hash": params_hash(cfg),
                          "cvops.tuned_by": tuned.get("run_id") or "none", "cvops.ray_run": slot.name})
+        paths = StagePaths(task)
+        if paths.manifest.exists():  # `cvops stage train` on data prepared elsewhere may lack it
+            tracking.log_dataset(paths.manifest, data_hash(f"prepare@{task}", str(paths.data)), f"{task}-data")
         mlflow.log_params({**_flat("model", cfg.model.model_dump()), **_flat("train", cfg.train.model_dump()),
                            **_flat("data", cfg.data.model_dump()), "ray.num_workers": params.ray.num_workers})
         use_gpu, started_here = ray_cluster.connect(params)
@@ -68,7 +72,7 @@ def _mlflow_run(slot: resume.Slot, task: str, experiment_id: str):
             run_id = None
         print(f"resuming the interrupted training {slot.name} (same params, data and code): its last checkpoint, "
               f"{f'MLflow run {run_id}' if run_id else 'a new MLflow run'}", flush=True)
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{task}-train", experiment_id=experiment_id) as run:
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else tracking.run_name(task, "train"), experiment_id=experiment_id) as run:
         yield run
 
 
@@ -81,7 +85,10 @@ def write_outputs(task: str, cfg: TaskConfig, result, experiment_id: str, run_id
     module = CVModule(**lightning_ckpt["hyper_parameters"])
     module.load_state_dict(lightning_ckpt["state_dict"])
     save_checkpoint(paths.model, task, cfg.model.arch, module.classes, cfg.data.image_size, module.model)
-    mlflow.log_metrics({tracking.metric_key(k, "best_"): float(v) for k, v in best_metrics.items() if isinstance(v, int | float)})
+    numbers = {k: v for k, v in best_metrics.items() if isinstance(v, int | float)}
+    # the best checkpoint's validation metrics under best/; its epoch and step are tags, not one-point charts
+    mlflow.log_metrics({tracking.metric_key(f"best/{k}"): float(v) for k, v in numbers.items() if k not in ("epoch", "step")})
+    mlflow.set_tags({f"cvops.best_{k}": int(numbers[k]) for k in ("epoch", "step") if k in numbers})
     model_info = log_model(paths.model)
     paths.run_info.parent.mkdir(parents=True, exist_ok=True)  # `cvops stage train` alone
     paths.run_info.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id, "model_uri": model_info.model_uri}, indent=2))

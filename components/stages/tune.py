@@ -64,8 +64,8 @@ def run(params: Params, task: str) -> Path:
     from components.tasks import get_task
 
     metric = cfg.tune.metric or f"val/{get_task(task).monitor}"
-    experiment_id = tracking.setup(params)
-    with mlflow.start_run(run_name=f"{task}-tune", experiment_id=experiment_id) as run:
+    experiment_id = tracking.setup(params, task)
+    with mlflow.start_run(run_name=tracking.run_name(task, "tune"), experiment_id=experiment_id) as run:
         mlflow.set_tags({"cvops.task": task, "cvops.stage": "tune", "cvops.params_hash": params_hash(cfg)})
         mlflow.log_params({"tune.metric": metric, **{f"tune.{k}": v for k, v in cfg.tune.model_dump(exclude={"search_space", "metric"}).items()}})
         _, started_here = ray_cluster.connect(params)
@@ -75,7 +75,7 @@ def run(params: Params, task: str) -> Path:
             if started_here:
                 ray_cluster.shutdown()
         mlflow.log_params({f"best.{k}": v for k, v in best["best_config"].items()})
-        mlflow.log_metric(tracking.metric_key(metric, "best_"), best["best_value"])
+        mlflow.log_metric(tracking.metric_key(f"best/{metric}"), best["best_value"])
     out.write_text(json.dumps({"tuned": True, **best, "run_id": run.info.run_id}, indent=2))
     return out
 

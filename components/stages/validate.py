@@ -187,8 +187,8 @@ def _log_to_mlflow(params: Params, task: str, summary: dict[str, Any], docs_dir:
 
     from components.runtime import tracking
 
-    tracking.setup(params)
-    with mlflow.start_run(run_name=f"{task}-validate"):
+    tracking.setup(params, task)
+    with mlflow.start_run(run_name=tracking.run_name(task, "validate")):
         mlflow.set_tags({"task": task, "stage": "validate", "contract": "passed" if summary["success"] else "failed"})
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, int | float)})
         mlflow.log_dict(summary, "validation.json")

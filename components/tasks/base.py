@@ -148,24 +148,28 @@ class TaskSpec(ABC):
         """Task-specific plots of the evaluated metric state, written under out_dir."""
         return {}
 
-    def draw_prediction(self, image: torch.Tensor, pred: Any, classes: list[str]) -> torch.Tensor | None:
-        """The prediction for one image drawn over it: `image` uint8 [3, H, W], `pred` one
-        element of `predict`'s output; returns uint8 [3, H', W'] (any size, the same for
-        every image), or None when the task has no overlay."""
-        return None
+    def draw(self, image: Any, record: dict[str, Any], classes: list[str], target: Any = None) -> torch.Tensor:
+        """The one drawing of a prediction, for the evaluation's figure and `cvops predict`:
+        `image` uint8 [3, H, W] or PIL, `record` one element of `format_predictions` in that
+        image's coordinates, `target` its ground truth (a `load_target` value) when known.
+        Returns uint8 [3, H', W']: panels side by side, captions on a background. Default
+        (one label per image): the image under 'truth -> predicted score', green when right,
+        red when wrong."""
+        import components.tasks.drawing as drawing
 
-    # ---- serving ----------------------------------------------------------------------
-    def overlay(self, image: Any, record: dict[str, Any]) -> Any:
-        """A PIL image of the prediction `record` (from format_predictions) drawn on `image`
-        (PIL, original size), for `cvops predict`. Default: upscaled image with a caption of
-        the record's `label` and `score`; tasks with boxes or masks draw those."""
-        from PIL import ImageDraw
+        picture, _ = drawing.enlarged(drawing.to_pil(image))
+        text = f"{record['label']} {record['score']:.2f}" if "score" in record else str(record.get("label", ""))
+        if target is None:
+            return drawing.row([drawing.titled(picture, text)])
+        truth = classes[int(target)]
+        return drawing.row([drawing.titled(picture, f"{truth} -> {text}", drawing.CORRECT if truth == record.get("label") else drawing.WRONG)])
 
-        scale = max(1, 256 // max(image.size))
-        canvas = image.resize((image.width * scale, image.height * scale))
-        caption = " ".join(str(record[k]) if k != "score" else f"{record[k]:.2f}" for k in ("label", "score") if k in record)
-        ImageDraw.Draw(canvas).text((4, 4), caption, fill=(255, 255, 0))
-        return canvas
+    def draw_legend(self, classes: list[str]) -> list[tuple[str, str]]:
+        """(name, colour) entries explaining `draw`'s colours, for the figure's legend."""
+        import components.tasks.drawing as drawing
+
+        return [("correct", drawing.CORRECT), ("wrong", drawing.WRONG)]
+
     def predicted_labels(self, preds: Any, targets: Any) -> tuple[Any, Any] | None:
         """(true labels [N], predicted labels [N]) per image for demographic parity and
         equalized odds; None (the default) when the task has no single label per image."""

@@ -291,25 +291,27 @@ class DetectionTask(TaskSpec):
 
         return fn
 
-    def draw_prediction(self, image: torch.Tensor, pred: dict[str, torch.Tensor], classes: list[str]) -> torch.Tensor:
-        from components.tasks.drawing import draw_boxes
+    def draw(self, image, record, classes, target=None) -> torch.Tensor:
+        """image | ground truth (dashed) | prediction (solid, 'class score'; the ground truth
+        as thin white dashes beneath, so a miss is a dashed box with no solid one)."""
+        import components.tasks.drawing as drawing
 
-        keep = pred["scores"] >= OVERLAY_SCORE
-        ids = [int(i) for i in pred["labels"][keep]]
-        return draw_boxes(image, pred["boxes"][keep], [classes[i] for i in ids], pred["scores"][keep], ids)
+        picture = drawing.to_pil(image)
+        dets = record["detections"]
+        pred = drawing.boxes_panel(picture, [d["box"] for d in dets], [classes.index(d["label"]) for d in dets], classes,
+                                   scores=[d["score"] for d in dets],
+                                   reference=[] if target is None else target["boxes"].tolist())
+        pred_title = f"prediction: {len(dets)} box{'es' * (len(dets) != 1)}"
+        if target is None:
+            return drawing.row([drawing.titled(drawing.enlarged(picture)[0], "image"), drawing.titled(pred, pred_title)])
+        truth = drawing.boxes_panel(picture, target["boxes"].tolist(), [int(c) for c in target["labels"]], classes)
+        return drawing.row([drawing.titled(drawing.enlarged(picture)[0], "image"),
+                            drawing.titled(truth, f"ground truth: {len(target['labels'])}"), drawing.titled(pred, pred_title)])
 
-    def overlay(self, image, record):
-        """`cvops predict`: the served record's boxes (original coordinates) on the input image."""
-        from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
+    def draw_legend(self, classes):
+        import components.tasks.drawing as drawing
 
-        from components.tasks.drawing import draw_boxes
-
-        shown = [d for d in record["detections"] if d["score"] >= OVERLAY_SCORE]
-        names = [d["label"] for d in shown]
-        boxes = torch.tensor([d["box"] for d in shown], dtype=torch.float32).reshape(-1, 4)
-        ids = [sorted(set(names)).index(n) + 1 for n in names]  # a stable colour per label
-        scores = torch.tensor([d["score"] for d in shown])
-        return to_pil_image(draw_boxes(pil_to_tensor(image.convert("RGB")), boxes, names, scores, ids))
+        return [*drawing.class_legend(classes), ("dashed: ground truth, solid: prediction (score)", "")]
 
 
 SPEC = DetectionTask()

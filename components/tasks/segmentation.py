@@ -148,19 +148,27 @@ class SegmentationTask(TaskSpec):
 
         return fn
 
-    def draw_prediction(self, image: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> torch.Tensor:
-        from components.tasks.drawing import draw_mask
+    def draw(self, image, record, classes, target=None) -> torch.Tensor:
+        """image | ground truth | prediction | errors (false positive, false negative and
+        wrong-class pixels in their colours over the dimmed image)."""
+        import components.tasks.drawing as drawing
 
-        return draw_mask(image, pred, len(classes))
+        picture, predicted = drawing.to_pil(image), np.asarray(record["mask"], dtype=np.int64)
+        panels = [drawing.titled(drawing.enlarged(picture)[0], "image")]
+        if target is not None:
+            truth = np.asarray(target.as_subclass(torch.Tensor).cpu(), dtype=np.int64)
+            panels.append(drawing.titled(drawing.mask_panel(picture, truth, ignore=IGNORE_INDEX), "ground truth"))
+        panels.append(drawing.titled(drawing.mask_panel(picture, predicted, ignore=IGNORE_INDEX), "prediction"))
+        if target is not None:
+            valid = truth != IGNORE_INDEX
+            wrong = float(((truth != predicted) & valid).sum() / max(1, valid.sum()))
+            panels.append(drawing.titled(drawing.error_panel(picture, truth, predicted, IGNORE_INDEX), f"errors: {wrong:.1%} of pixels"))
+        return drawing.row(panels)
 
-    def overlay(self, image, record):
-        """`cvops predict`: the served record's class mask (original size) tinted on the image."""
-        from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
+    def draw_legend(self, classes):
+        import components.tasks.drawing as drawing
 
-        from components.tasks.drawing import draw_mask
-
-        mask = torch.tensor(record["mask"])
-        return to_pil_image(draw_mask(pil_to_tensor(image.convert("RGB")), mask, max(2, int(mask.max()) + 1)))
+        return [*drawing.class_legend(classes), *((f"error: {k}", c) for k, c in drawing.ERROR_COLOURS.items())]
 
 
 SPEC = SegmentationTask()
