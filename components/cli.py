@@ -166,9 +166,26 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    if args.runtime != "torch":  # the exported ONNX model of the same registered version
+        return _registry(args, lambda params: _predict_onnx(params, args))
     from components.registry.commands import predict_command
 
     return _registry(args, lambda params: predict_command(params, args.task, args.images, args.out, args.alias))
+
+
+def _predict_onnx(params, args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    import mlflow
+
+    from components.runtime import tracking
+    from components.serving.predict import predict_files
+
+    params.task(args.task)  # an unknown task is a configuration error
+    mlflow.set_tracking_uri(tracking.tracking_uri(params))
+    name, out_dir = tracking.model_name(params, args.task), Path(args.out or Path("predictions") / args.task)
+    records = predict_files(args.task, name, [Path(p) for p in args.images], out_dir, args.alias, args.runtime)
+    return f"{len(records)} prediction(s) of {name}@{args.alias} on {args.runtime} -> {out_dir}/predictions.json"
 
 
 def _lineage(args: argparse.Namespace) -> int:
@@ -248,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     predict.add_argument("--out", metavar="DIR", help="output folder (default: predictions/<TASK>)")
     predict.add_argument("--alias", default="champion", help="registry alias to use (default: champion)")
+    predict.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                         help="torch: the registered pyfunc; onnx / onnx-int8: the version's exported ONNX FP32 / "
+                         "INT8 model on ONNX Runtime (same output records)")
     predict.set_defaults(func=_predict)
 
     lineage = sub.add_parser("lineage", help="where a registered model came from, and how to rebuild it",
