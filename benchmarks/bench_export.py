@@ -87,7 +87,7 @@ def row(task: str, arch: str, side: int, args) -> str:
     speed32 = out["eager"][0]["p50_ms"] / out["onnx fp32"][0]["p50_ms"]
     return (f"| export {task} `{arch}` at {side} px, {args.threads} threads: **INT8 / eager FP32 speedup at batch 1** | "
             f"**{speed:.2f}x** (ONNX FP32 {speed32:.2f}x); {cells}; export {exported - started:.1f} s, quantize {quantized - exported:.1f} s{extra} | "
-            f"`python benchmarks/bench_export.py --models {task}:{arch}:{side}{' --pt2e' if args.pt2e else ''}` | "
+            f"`python benchmarks/bench_export.py --models {task}:{arch}:{side} --threads {args.threads} --runs {args.runs}{' --pt2e' if args.pt2e else ''}` | "
             f"2-core AMD EPYC, shared (load {os.getloadavg()[0]:.0f}) | {date.today()} |")
 
 
