@@ -168,12 +168,13 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     """One line per image on stdout; each input that could not be predicted named on stderr
-    (the others are still predicted), then exit 2 if there was any."""
+    (the others are still predicted), then exit 2 if there was any. --runtime onnx / onnx-int8:
+    the same registered version's exported ONNX model on ONNX Runtime."""
     from components.config import load_params
     from components.registry.commands import predict_command
 
     text, failed = predict_command(load_params(args.params), args.task, args.images, args.out, args.alias,
-                                   args.conf, args.iou, args.max_det)
+                                   args.conf, args.iou, args.max_det, args.runtime)
     print(text)
     for path, why in failed.items():
         print(f"cvops predict: skipped {path}: {why}", file=sys.stderr)
@@ -288,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--iou", type=float, metavar="IOU",
                          help=f"detection: class-aware NMS IoU, one box per object (default: {point['iou']})")
     predict.add_argument("--max-det", type=int, metavar="N", help=f"detection: most boxes per image (default: {point['max_det']})")
+    predict.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                         help="torch: the registered pyfunc; onnx / onnx-int8: the version's exported ONNX FP32 / "
+                         "INT8 model on ONNX Runtime (same output records)")
     predict.set_defaults(func=_predict)
 
     lineage = sub.add_parser("lineage", help="where a registered model came from, and how to rebuild it",

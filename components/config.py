@@ -213,6 +213,19 @@ class EvaluateConfig(Strict):
         return self
 
 
+class ExportConfig(Strict):
+    """The export stage: ONNX FP32 and INT8 of the trained model, their parity and CPU cost."""
+
+    enabled: bool = Field(True, description="off: the stage writes an empty report and no models")
+    int8: bool = Field(True, description="also quantize to INT8 (static, QDQ, calibrated on the train split)")
+    calibration_images: int = Field(128, ge=1, description="seeded sample of the train split for INT8 ranges")
+    parity_batch: int = Field(8, ge=1, description="test images of the FP32 output-level parity check")
+    serving_batch: int = Field(16, ge=1, description="the second batch size latency is measured at")
+    threads: int = Field(2, ge=1, description="CPU threads for every latency measurement (torch and ORT)")
+    warmup: int = Field(5, ge=0, description="untimed runs before latency is measured")
+    runs: int = Field(30, ge=1, description="timed runs per latency figure (p50, p95)")
+
+
 class TaskConfig(Strict):
     data: DataConfig = DataConfig()
     contract: ContractConfig = ContractConfig()
@@ -221,6 +234,7 @@ class TaskConfig(Strict):
     gate: GateConfig = GateConfig()
     tune: TuneConfig = TuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _search_keys_exist(self) -> TaskConfig:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: the pipeline's stages in order, as dvc.yaml declares them (each one `cvops stage <name>`)
-STAGES = ("prepare", "validate", "tune", "train", "evaluate", "promote")
+STAGES = ("prepare", "validate", "tune", "train", "evaluate", "export", "promote")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,14 @@ class StagePaths:
     @property
     def metrics(self) -> Path:
         return Path("reports") / self.task / "metrics.json"
+
+    @property
+    def export_dir(self) -> Path:  # export's out: model.fp32.onnx, model.int8.onnx, meta.json
+        return Path("exports") / self.task
+
+    @property
+    def export_report(self) -> Path:  # export's metrics: parity, drops, latency, sizes (the gate reads it)
+        return Path("reports") / self.task / "export.json"
 
     @property
     def verdict(self) -> Path:  # promote's out

@@ -40,16 +40,17 @@ def rollback_command(params: Params, task: str, to: str | None) -> str:
 
 
 def predict_command(params: Params, task: str, images: list[str], out: str | None, alias: str,
-                    conf: float | None = None, iou: float | None = None, max_det: int | None = None) -> tuple[str, dict[str, str]]:
+                    conf: float | None = None, iou: float | None = None, max_det: int | None = None,
+                    runtime: str = "torch") -> tuple[str, dict[str, str]]:
     """(one line per predicted image and a closing line, failed input -> reason)."""
     from components.serving.predict import predict_files, summary
 
     _, name, _ = _client(params, task)
     out_dir = Path(out or Path("predictions") / task)
-    records, failed = predict_files(task, name, images, out_dir, alias, conf, iou, max_det)
+    records, failed = predict_files(task, name, images, out_dir, alias, conf, iou, max_det, runtime)
     lines = [f"{r['image']}: {summary(r)}" for r in records]
     skipped = f", {len(failed)} input(s) skipped" if failed else ""
-    done = f"{len(records)} image(s) predicted by {name}@{alias}{skipped}"
+    done = f"{len(records)} image(s) predicted by {name}@{alias} ({runtime}){skipped}"
     if records:
         done += f" -> {out_dir}/predictions.json, overlays in {out_dir}/"
     return "\n".join([*lines, done]), failed

@@ -3,7 +3,9 @@ predictions.json, one overlay per image (the evaluation's drawing, TaskSpec.draw
 masks, an index PNG and a colour PNG per image.
 
 Goes through the registered pyfunc, so it predicts exactly what `mlflow models serve` would;
-detections are then selected as the evaluation's figure selects them (`select`).
+detections are then selected as the evaluation's figure selects them (`select`). With runtime
+"onnx" / "onnx-int8", through the version's exported ONNX model on ONNX Runtime (the export
+stage attached it to the version's run under export/): the same records.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 # The operating point of a detection figure and of `cvops predict` (the metrics keep every
 # box): a box is shown from this score, one box per object (class-aware NMS at this IoU).
 OPERATING_POINT = {"detection": {"conf": 0.5, "iou": 0.5, "max_det": 20}}
+RUNTIMES = {"torch": None, "onnx": "fp32", "onnx-int8": "int8"}  # --runtime -> exported format
 
 
 def operating_point(task: str) -> dict[str, Any]:
@@ -122,12 +125,42 @@ def write_mask(record: dict[str, Any], out_dir: Path, stem: str) -> dict[str, An
     return {**record, "mask": {"index": str(index), "colour": str(colour)}}
 
 
+def load_predictor(name: str, alias: str, runtime: str = "torch"):
+    """(predict(DataFrame of images) -> records, the model's classes) for models:/<name>@<alias>
+    on `runtime`: the registered pyfunc, or the version's exported ONNX model."""
+    import mlflow
+
+    if RUNTIMES[runtime] is None:
+        with warnings.catch_warnings():  # "add type hints to predict": the input is images, not a schema
+            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+            model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        return model.predict, model.unwrap_python_model().meta["classes"]
+    import tempfile
+
+    from components.errors import ConfigError
+    from components.serving.checkpoint import predict_images
+    from components.serving.onnx_runtime import load_exported
+    from components.serving.pyfunc import _images
+
+    try:
+        run_id = mlflow.MlflowClient().get_model_version_by_alias(name, alias).run_id
+        export_dir = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="export", dst_path=tempfile.mkdtemp())
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"{name}@{alias} has no exported ONNX model ({exc.message.splitlines()[0]}): "
+                          "run the export stage (dvc repro export@<task>) and promote again, or use --runtime torch") from None
+    try:
+        model, meta = load_exported(export_dir, RUNTIMES[runtime])
+    except FileNotFoundError as exc:  # e.g. INT8 was switched off (tasks.<task>.export.int8)
+        raise ConfigError(f"{name}@{alias}: {exc}; use --runtime onnx (FP32) or torch") from None
+    return (lambda frame: predict_images(model, meta, _images(frame))), meta["classes"]
+
+
 def predict_files(task: str, name: str, arguments: list[str], out_dir: Path, alias: str = "champion",
-                  conf: float | None = None, iou: float | None = None, max_det: int | None = None) -> tuple[list[dict], dict[str, str]]:
+                  conf: float | None = None, iou: float | None = None, max_det: int | None = None,
+                  runtime: str = "torch") -> tuple[list[dict], dict[str, str]]:
     """Predicts every readable image of `arguments` (files, folders, globs): writes
     out_dir/predictions.json (one record per image, with its path), <stem>.overlay.png and,
     for masks, <stem>.mask.png / .mask.colour.png. Returns (records, failed path -> reason)."""
-    import mlflow
     import pandas as pd
     from PIL import Image
 
@@ -138,11 +171,8 @@ def predict_files(task: str, name: str, arguments: list[str], out_dir: Path, ali
     images = readable(inputs.images, inputs.failed)
     if not images:
         return [], inputs.failed
-    with warnings.catch_warnings():  # "add type hints to predict": the input is images, not a schema
-        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-        model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-        raw = model.predict(pd.DataFrame({"image": [data for _, data in images]}))
-    classes = model.unwrap_python_model().meta["classes"]
+    predict, classes = load_predictor(name, alias, runtime)
+    raw = predict(pd.DataFrame({"image": [data for _, data in images]}))
     point = {**operating_point(task), **{k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}}
     spec = get_task(task)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,131 @@
+"""The export stage on an untrained model of each task's configured arch (real ONNX Runtime,
+real MLflow on SQLite): ONNX FP32 predicts what the torch model predicts, INT8 is produced
+and measured, the figures land in export.json and on the training run, and
+`cvops predict --runtime onnx` answers as the torch pyfunc does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from components.config import load_params
+from components.paths import StagePaths
+from components.tasks import TASKS
+from tests.registry_helpers import (
+    log_candidate,
+    make_registry_workspace,
+    split_images,
+    write_candidate,
+)
+
+#: FP32 ONNX vs eager torch on the same inputs: ORT's fused kernels reorder float sums
+OUTPUT_TOLERANCE = 1e-3  # max abs difference of logits / mask logits / detector head outputs
+SCORE_TOLERANCE = 1e-3  # probabilities and box scores in the served records
+BOX_TOLERANCE = 0.05  # pixels, box corners in the served records (rounded to 0.01 there)
+TINY_EXPORT = {"enabled": True, "int8": True, "calibration_images": 16, "parity_batch": 4, "serving_batch": 4,
+               "threads": 1, "warmup": 1, "runs": 3}
+
+
+def exported_workspace(tmp_path, task, monkeypatch, export=TINY_EXPORT):
+    """A workspace whose candidate (random weights) went through the export stage."""
+    from components.stages import export as export_stage
+
+    ws = make_registry_workspace(tmp_path, task, monkeypatch)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["tasks"][task]["export"] = export
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    candidate = log_candidate(ws, task, seed=0)
+    write_candidate(ws, task, candidate)
+    paths = StagePaths(task)
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ws / "candidates" / f"{task}-0.pt", paths.model)
+    report = export_stage.run(load_params(), task)
+    return ws, candidate, report
+
+
+def _close(torch_record: dict, onnx_record: dict) -> None:
+    """The same prediction within the stated tolerances (labels and box counts exactly)."""
+    if "detections" in torch_record:
+        # order-free: near-equal scores (an untrained detector's are all ~0.08) may swap
+        # places, and one at the detections-per-image cut may be in only one of the lists
+        a, b = torch_record["detections"], onnx_record["detections"]
+        assert abs(len(a) - len(b)) <= 1
+        cut = min((d["score"] for d in a), default=0) + SCORE_TOLERANCE
+        for x in (d for d in a if d["score"] > cut):
+            assert any(x["label"] == y["label"] and abs(x["score"] - y["score"]) <= SCORE_TOLERANCE
+                       and np.abs(np.subtract(x["box"], y["box"])).max() <= BOX_TOLERANCE for y in b), x
+    elif "mask" in torch_record:
+        assert np.mean(np.array(torch_record["mask"]) != np.array(onnx_record["mask"])) < 1e-3
+    else:
+        assert torch_record["label"] == onnx_record["label"]
+        for name, p in torch_record["probabilities"].items():
+            assert abs(p - onnx_record["probabilities"][name]) <= SCORE_TOLERANCE
+
+
+
+TASK_PARAMS = [pytest.param(t, marks=pytest.mark.slow) if t == "detection" else t for t in TASKS]  # detection: ~1 min
+
+
+@pytest.mark.parametrize("task", TASK_PARAMS)
+def test_export_stage_parity_cost_and_serving(tmp_path, monkeypatch, task):
+    """One export per task, checked as a stage (export.json, the run) and as served."""
+    ws, candidate, report = exported_workspace(tmp_path, task, monkeypatch)
+    paths, monitor = StagePaths(task), TASKS[task].monitor
+    assert json.loads(paths.export_report.read_text()) == pytest.approx(report)
+    assert report["export/fp32/max_abs_diff"] < OUTPUT_TOLERANCE
+    assert abs(report["export/fp32/drop"]) < 1e-6, "FP32 ONNX must score what the eager model scores"
+    assert report[f"export/fp32/{monitor}"] == pytest.approx(report[f"export/eager/{monitor}"])
+    assert np.isfinite(report["export/int8/drop"]) and report["export/int8/speedup"] > 0
+    for fmt in ("eager", "fp32", "int8"):
+        assert 0 < report[f"export/{fmt}/latency_b1_p50_ms"] <= report[f"export/{fmt}/latency_b1_p95_ms"]
+        assert report[f"export/{fmt}/b4_images_per_s"] > 0 and report[f"export/{fmt}/size_mb"] > 0
+    assert report["export/int8/size_mb"] < report["export/fp32/size_mb"]
+    client = mlflow.MlflowClient()
+    attached = {a.path for a in client.list_artifacts(candidate.run_id, "export")}
+    assert {"export/model.fp32.onnx", "export/model.int8.onnx", "export/meta.json", "export/export.json"} <= attached
+    assert client.get_run(candidate.run_id).data.metrics["export_int8_drop"] == pytest.approx(report["export/int8/drop"])
+    images = pd.DataFrame({"image": [p.read_bytes() for p in split_images(ws, task, 4)]})
+    torch_records = mlflow.pyfunc.load_model(candidate.model_uri).predict(images)
+    logged = [m for m in mlflow.search_logged_models(output_format="list")
+              if m.name == "onnx-fp32" and m.source_run_id == candidate.run_id]
+    assert logged, "the export stage logs the ONNX pyfunc on the training run"
+    onnx_records = mlflow.pyfunc.load_model(logged[0].model_uri).predict(images)
+    assert set(torch_records[0]) == set(onnx_records[0])  # the same output schema
+    for a, b in zip(torch_records, onnx_records, strict=True):
+        _close(a, b)
+
+
+def test_export_disabled_writes_an_empty_report(tmp_path, monkeypatch):
+    from components.stages import export as export_stage
+
+    ws = make_registry_workspace(tmp_path, "classification", monkeypatch)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["tasks"]["classification"]["export"] = {"enabled": False}
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert export_stage.run(load_params(), "classification") == {}
+    assert json.loads(StagePaths("classification").export_report.read_text()) == {}
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_cvops_predict_runtime_onnx_matches_torch(tmp_path, monkeypatch, task):
+    """`cvops predict --runtime onnx` on the registered version: the torch path's records."""
+    from components.cli import main
+    from tests.registry_helpers import promote_candidate, set_gate
+
+    ws, candidate, _ = exported_workspace(tmp_path, task, monkeypatch, {**TINY_EXPORT, "int8": False})
+    set_gate(ws, task, {"cold_start": "promote", "thresholds": [{"metric": TASKS[task].monitor, "min": 0.0}]})
+    promote_candidate(ws, task, candidate)
+    images = [str(p) for p in split_images(ws, task, 3)]
+    for runtime in ("torch", "onnx"):
+        assert main(["predict", task, *images, "--out", f"out-{runtime}", "--runtime", runtime]) == 0
+    torch_records, onnx_records = (json.loads((ws / f"out-{r}" / "predictions.json").read_text()) for r in ("torch", "onnx"))
+    for a, b in zip(torch_records, onnx_records, strict=True):
+        assert a["image"] == b["image"]
+        _close(a, b)
+    assert main(["predict", task, *images, "--runtime", "onnx-int8"]) == 2  # not exported: a clear error, exit 2
