@@ -64,10 +64,19 @@ def run_stage(root: str, target: str) -> bool:
 
 @task(name="dvc-experiment", retries=0)
 def run_experiment(root: str, targets: list[str], overrides: dict[str, str], name: str | None) -> str:
+    """The stages as a DVC experiment in a temporary copy of the workspace; returns its commit."""
+    from components.config import load_params
+    from components.runtime import tracking
+
     logger = get_run_logger()
-    exp_name = dvc_runner.run_experiment(Path(root), targets, overrides, name, logger)
-    logger.info("DVC experiment '%s' (see `dvc exp show`)", exp_name)
-    return exp_name
+    os.chdir(root)  # the store paths params.yaml names are the workspace's, not the copy's
+    params = load_params(Path(root) / "params.yaml")
+    tracking.setup(params)  # the experiment's artifact root is the workspace's
+    env = {"MLFLOW_TRACKING_URI": tracking.tracking_uri(params), "CVOPS_ROOT": root}
+    exp_name, rev = dvc_runner.run_experiment(Path(root), targets, overrides, name, logger, env)
+    logger.info("DVC experiment '%s' (see `dvc exp show`; `dvc exp apply %s` puts it in the workspace)",
+                exp_name, exp_name)
+    return rev
 
 
 def _mlflow_links(run_id: str, model: str, version: str) -> str:
@@ -87,11 +96,15 @@ def _against(verdict: dict[str, Any]) -> str:
 
 
 @task(name="report")
-def report(root: str, task_name: str) -> dict[str, Any]:
-    """Publish the task's metrics and gate verdict as a Prefect markdown artifact."""
-    reports = Path(root) / "reports" / task_name
-    metrics = json.loads((reports / "metrics.json").read_text())
-    verdict = json.loads((reports / "gate.json").read_text())
+def report(root: str, task_name: str, rev: str | None = None) -> dict[str, Any]:
+    """Publish the task's metrics and gate verdict as a Prefect markdown artifact (an
+    experiment's, from its commit, when `rev` names one)."""
+    def read(name: str) -> dict[str, Any]:
+        if rev:
+            return json.loads(dvc_runner.show_file(Path(root), rev, f"reports/{task_name}/{name}"))
+        return json.loads((Path(root) / "reports" / task_name / name).read_text())
+
+    metrics, verdict = read("metrics.json"), read("gate.json")
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
     outcome = f"**promoted**: `{verdict['model']}@champion` is version {verdict['version']}" if verdict["passed"] else (
         f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}")
@@ -124,14 +137,15 @@ def cv_pipeline(tasks: list[str] | None = None, overrides: dict[str, str] | None
         raise ValueError(f"tasks {unknown} are not in params.yaml pipeline.tasks {params.pipeline.tasks}")
     os.environ["CVOPS_FLOW_RUN_ID"] = str(flow_run.get_id() or "")  # lineage tag on registered versions
 
+    rev = None
     if overrides:
-        run_experiment(str(root), [f"{stage}@{t}" for t in tasks for stage in STAGES], overrides, experiment_name)
+        rev = run_experiment(str(root), [f"{stage}@{t}" for t in tasks for stage in STAGES], overrides, experiment_name)
     else:
         for task_name in tasks:
             for stage in STAGES:
                 run_stage(str(root), f"{stage}@{task_name}")
 
-    results = {t: report(str(root), t) for t in tasks}
+    results = {t: report(str(root), t, rev) for t in tasks}
     rejected = {t: r["verdict"]["reason"] for t, r in results.items() if not r["verdict"]["passed"]}
     for task_name, result in results.items():
         verdict = result["verdict"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import Params
+from components.runtime.tools import with_tools
 
 HOST = "127.0.0.1"  # loopback only: these servers have no authentication
 
@@ -94,8 +95,7 @@ class Servers:
         return all(self.pid(s.name) for s in self.services())
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, **self.environment()}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env = with_tools({**os.environ, **self.environment()})
         env.pop("PREFECT_API_KEY", None)
         return env
 
