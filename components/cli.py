@@ -114,7 +114,9 @@ def print_where_to_look(tasks: list[str] | None) -> None:
             f"    MLflow run {verdict['run_id']}; model {verdict['model']} v{verdict['version']}"
             f" (@champion: v{verdict['champion']})",
         ]
-    uri = params.tracking.uri
+    from components.runtime.redact import redact
+
+    uri = redact(params.tracking.uri)
     lines += [
         f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri}   (http://127.0.0.1:5000)",
         "  Prefect UI:  cvops up                             (http://127.0.0.1:4200; flow runs, artifacts)",
@@ -144,9 +146,10 @@ def _registry(args: argparse.Namespace, command: Callable) -> int:
     """Run a registry command (components/registry/commands.py) and print what it returns."""
     from components.config import load_params
     from components.registry.rollback import RollbackError
+    from components.runtime.redact import redact
 
     try:
-        print(command(load_params(args.params)))
+        print(redact(command(load_params(args.params))))
     except RollbackError as exc:
         print(f"cvops: rollback refused: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.runtime.redact import redact
 from components.runtime.tools import with_tools
 
 _PATCH_LOCK = threading.Lock()
@@ -46,7 +47,7 @@ class _ToLogger(logging.Handler):
         self.target, self.stages = target, stages
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage().strip()
+        message = redact(record.getMessage().strip())
         if message.startswith("Running stage '"):  # names the stage if a multi-stage run fails
             self.stages.append(message.split("'")[1])
         if message and not any(hint in message for hint in _HINTS):
@@ -67,7 +68,7 @@ def _streamed(logger: logging.Logger | logging.LoggerAdapter, lines: list[str], 
         process = subprocess.Popen(stage_run._make_cmd(executable, cmd), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1, **kwargs)
         for line in process.stdout:
-            lines.append(line.rstrip())
+            lines.append(redact(line.rstrip()))
             logger.info("%s", lines[-1])
         codes.append(process.wait())
         if codes[-1] != 0:

@@ -25,6 +25,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from components.errors import PERMANENT_EXIT_CODES  # noqa: E402
 from components.paths import STAGES  # noqa: E402
 from components.registry.gate import checks_table  # noqa: E402
+from components.runtime.redact import redact  # noqa: E402
 from flows import dvc_runner  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def run_experiment(root: str, targets: list[str], overrides: dict[str, str], nam
 
 def _mlflow_links(run_id: str, model: str, version: str) -> str:
     """Markdown links into the MLflow UI when a tracking server is set, else how to open it."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
+    uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/"))
     if uri.startswith("http"):
         return (f"MLflow run: [{run_id}]({uri}/#/runs/{run_id}); model version: "
                 f"[{model} v{version}]({uri}/#/models/{model}/versions/{version})")

@@ -18,6 +18,7 @@ import yaml
 
 from components.config import Params
 from components.paths import STAGES, StagePaths
+from components.runtime.redact import redact
 
 PACKAGES = ("torch", "torchvision", "lightning", "ray", "mlflow", "dvc", "prefect", "great-expectations")
 DIRTY_FILES_SHOWN = 20
@@ -128,4 +129,4 @@ def lineage_tags(task: str, data_dir: str, params_hash: str, run_id: str, params
     tags["cvops.platform"] = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"  # of the promoting host
     tags["cvops.version.python"] = platform.python_version()
     tags.update({f"cvops.version.{p}": version(p) for p in PACKAGES})
-    return tags
+    return redact(tags)  # a remote's or an address's credentials never reach the registry or the card
