@@ -88,7 +88,7 @@ def _use_running_servers() -> None:
 
     servers = _servers()
     if servers.running():
-        for key, value in servers.environment().items():
+        for key, value in {**servers.environment(), **servers.credentials()}.items():
             os.environ.setdefault(key, value)
 
 
