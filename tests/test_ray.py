@@ -265,3 +265,28 @@ def test_tune_stops_trials_early_logs_nested_runs_and_feeds_train(workspace):
     train_run = client.get_run(run_id)
     assert float(train_run.data.params["train.lr"]) == pytest.approx(tuned["best_config"]["train.lr"])
     assert train_run.data.tags["cvops.tuned_by"] == tuned["run_id"]
+
+
+LISTENERS = """
+import json, psutil, ray
+from components.config import load_params
+from components.runtime import ray_cluster
+ray_cluster.connect(load_params())
+ray.get(ray.remote(lambda: 0).remote())  # a worker process (it listens too)
+me = psutil.Process()
+found = sorted({(p.name(), c.laddr.ip) for p in me.children(recursive=True) + [me]
+                for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN})
+print(json.dumps(found))
+ray_cluster.shutdown()
+"""
+
+
+def test_local_cluster_listens_on_loopback_only(workspace):
+    """Every listening socket of the stage's local cluster (GCS, raylet, workers, agents, metrics)."""
+    result = subprocess.run([str(BIN / "python"), "-c", LISTENERS], cwd=workspace, env=stage_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listeners = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(listeners) >= 5, listeners  # GCS, raylet, a worker, the agents: all seen
+    exposed = [(name, ip) for name, ip in listeners if ip.removeprefix("::ffff:") != "127.0.0.1"]
+    assert not exposed, f"listening beyond loopback: {exposed}"
