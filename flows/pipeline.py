@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from components.errors import PERMANENT_EXIT_CODES  # noqa: E402
+from components.errors import PERMANENT_EXIT_CODES, ConfigError  # noqa: E402
 from components.paths import STAGES  # noqa: E402
 from components.registry.gate import checks_table  # noqa: E402
 from components.runtime.redact import redact  # noqa: E402
@@ -135,7 +135,8 @@ def cv_pipeline(tasks: list[str] | None = None, overrides: dict[str, str] | None
     tasks = tasks or params.pipeline.tasks
     unknown = sorted(set(tasks) - set(params.pipeline.tasks))
     if unknown:
-        raise ValueError(f"tasks {unknown} are not in params.yaml pipeline.tasks {params.pipeline.tasks}")
+        raise ConfigError(f"tasks {unknown} are not in params.yaml pipeline.tasks {params.pipeline.tasks}: "
+                          "add them there, or pick from those")
     os.environ["CVOPS_FLOW_RUN_ID"] = str(flow_run.get_id() or "")  # lineage tag on registered versions
 
     rev = None
