@@ -197,6 +197,7 @@ def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     assert run_id == killed_run, "the rerun logged to a new MLflow run"
     client = client_for(ws)
     assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.get_run(run_id).data.tags["cvops.resumed_from_run"] == killed_run, "the run says what it resumed"
     assert {m.step for m in client.get_metric_history(run_id, "val_accuracy")} == set(range(epochs))
     assert not slot.exists() and (ws / "ray_results" / f"{TASK}-{run_id[:8]}" / "cvops_run.json").is_file()
 

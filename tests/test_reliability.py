@@ -63,3 +63,31 @@ def test_subprocess_path_puts_the_interpreters_bin_first():
     assert env["PATH"].split(os.pathsep) == [str(BIN), "/usr/bin"]
     found = subprocess.run(["sh", "-c", "command -v cvops"], env=env, capture_output=True, text=True).stdout
     assert found.strip() == str(BIN / "cvops")
+
+
+def test_a_train_run_whose_process_died_is_marked_failed(tmp_path):
+    from mlflow import MlflowClient
+
+    from components.training import resume
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    experiment = client.create_experiment("cvops", artifact_location=(tmp_path / "artifacts").as_uri())
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs, as after a SIGKILL
+    runs = {}
+    for name, tags in {"dead": {**resume.owner_tags(), "cvops.pid": str(dead.pid)},
+                       "alive": resume.owner_tags(),                                   # this process
+                       "resumed": {**resume.owner_tags(), "cvops.pid": str(dead.pid)},  # being resumed: kept
+                       "other-host": {**resume.owner_tags(), "cvops.host": "elsewhere", "cvops.pid": str(dead.pid)},
+                       "other-task": {**resume.owner_tags(), "cvops.task": "detection", "cvops.pid": str(dead.pid)}}.items():
+        run = client.create_run(experiment, tags={"cvops.task": "classification", "cvops.stage": "train", **tags},
+                                run_name=name)
+        runs[name] = run.info.run_id
+
+    failed = resume.fail_dead_runs(client, experiment, "classification", keep=runs["resumed"])
+
+    assert failed == [runs["dead"]]
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"dead": "FAILED", "alive": "RUNNING", "resumed": "RUNNING", "other-host": "RUNNING",
+                      "other-task": "RUNNING"}
+    assert "died" in client.get_run(runs["dead"]).data.tags["cvops.failure"]
