@@ -91,3 +91,29 @@ def test_a_train_run_whose_process_died_is_marked_failed(tmp_path):
     assert status == {"dead": "FAILED", "alive": "RUNNING", "resumed": "RUNNING", "other-host": "RUNNING",
                       "other-task": "RUNNING"}
     assert "died" in client.get_run(runs["dead"]).data.tags["cvops.failure"]
+
+
+def test_detection_map_logs_no_coco_summary(caplog):
+    import torch
+
+    from components.tasks.detection import DetectionMAP
+
+    metric = DetectionMAP(box_format="xyxy", iou_type="bbox", class_metrics=True, backend="faster_coco_eval")
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    metric.update([{"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}],
+                  [{"boxes": box, "labels": torch.tensor([1])}])
+    with caplog.at_level(logging.INFO):
+        assert float(metric.compute()["map"]) == 1.0
+    assert not [r for r in caplog.records if "Average Precision" in r.getMessage()]
+
+
+def test_loading_the_pyfunc_warns_nothing_a_user_can_act_on():
+    import importlib
+    import warnings
+
+    import components.serving.pyfunc as pyfunc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        importlib.reload(pyfunc)  # what MLflow does at every load and registration (models-from-code)
+    assert not [w for w in caught if "type hints" in str(w.message)], [str(w.message) for w in caught]
