@@ -30,7 +30,13 @@ examples:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    import signal
+
     from components.config import load_params
+
+    # SIGTERM (a Prefect cancel, `kill`, a container stop) unwinds like Ctrl-C: the stage's
+    # `finally` blocks run, so its local Ray cluster is shut down instead of orphaned
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     params = load_params(args.params)
     module = importlib.import_module(f"components.stages.{args.name}")

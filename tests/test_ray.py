@@ -291,3 +291,31 @@ def test_local_cluster_listens_on_loopback_only(workspace):
     assert len(listeners) >= 5, listeners  # GCS, raylet, a worker, the agents: all seen
     exposed = [(name, ip) for name, ip in listeners if ip.removeprefix("::ffff:") != "127.0.0.1"]
     assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+@pytest.mark.slow  # one train stage started and stopped (~1-2 min on 2 cores)
+def test_terminated_train_stage_leaves_no_ray_process_behind(workspace):
+    """SIGTERM (a Prefect cancel, a container stop) mid-training: the stage's local cluster
+    (GCS, raylet, agents, workers) goes with it."""
+    set_param(workspace, "ray.num_workers", 1)
+    set_param(workspace, f"tasks.{TASK}.train.epochs", 50)
+    process = subprocess.Popen([str(BIN / "cvops"), "stage", "train", "--task", TASK], cwd=workspace, env=stage_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cluster: list[psutil.Process] = []
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "epoch 1/50" in line:
+                cluster = psutil.Process(process.pid).children(recursive=True)
+                process.terminate()
+                break
+        process.wait(timeout=120)
+        assert len(cluster) >= 3, "".join(lines)[-3000:]  # gcs_server, raylet, a worker at least
+        _, alive = psutil.wait_procs(cluster, timeout=20)
+        assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+    finally:  # the test's own cleanup, after the check
+        process.kill()
+        for leftover in cluster:
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
