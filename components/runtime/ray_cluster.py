@@ -55,7 +55,16 @@ def connect(params: Params) -> tuple[bool, bool]:
             # no cloud preemption to watch for on a local machine
             runtime_env["env_vars"] = {**env, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
             _loopback_only()
-            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, _node_ip_address=LOOPBACK)
+            for attempt in (1, 2):
+                try:
+                    ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, _node_ip_address=LOOPBACK)
+                    break
+                except Exception as exc:  # Ray waits a fixed 30 s for its raylet: too short on a loaded machine
+                    if attempt == 2 or "timed out during startup" not in str(exc):
+                        raise
+                    ray.shutdown()
+                    print("the local Ray node did not register within Ray's 30 s (a loaded machine?): starting it again",
+                          flush=True)
             started_here = True
     return use_gpu(params), started_here
 
