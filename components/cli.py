@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from components.errors import ConfigError, DataContractError, exit_code
+from components.errors import CONFIG_ERROR, ConfigError, DataContractError, exit_code
 from components.paths import STAGES
 
 EPILOG = """\
@@ -30,7 +30,13 @@ examples:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    import signal
+
     from components.config import load_params
+
+    # SIGTERM (a Prefect cancel, `kill`, a container stop) unwinds like Ctrl-C: the stage's
+    # `finally` blocks run, so its local Ray cluster is shut down instead of orphaned
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     params = load_params(args.params)
     module = importlib.import_module(f"components.stages.{args.name}")
@@ -39,12 +45,20 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from components.config import load_params
+
+    params = load_params()  # a bad params.yaml or task is a message here, not a flow's traceback
+    for task in args.tasks or []:
+        if task not in params.pipeline.tasks:
+            params.task(task)  # no such section: the message names the closest
+            raise ConfigError(f"params.yaml: task '{task}' is not in pipeline.tasks ({', '.join(params.pipeline.tasks)}); "
+                              "fix: add it there, or --tasks one of them")
+    bad = [item for item in args.set if "=" not in item]
+    if bad:
+        raise ConfigError(f"--set needs KEY=VALUE, got {bad} (e.g. --set tasks.classification.train.epochs=3)")
     _use_running_servers()
     from flows.pipeline import GateRejected, cv_pipeline
 
-    bad = [item for item in args.set if "=" not in item]
-    if bad:
-        raise ConfigError(f"--set needs KEY=VALUE, got {bad}")
     overrides = dict(item.split("=", 1) for item in args.set)
     try:
         cv_pipeline(tasks=args.tasks or None, overrides=overrides, experiment_name=args.name)
@@ -85,10 +99,13 @@ def _down(args: argparse.Namespace) -> int:
 def _use_running_servers() -> None:
     """While `cvops up` servers run, the pipeline logs to them (an explicit env var wins)."""
     import os
+    from pathlib import Path
 
+    if not Path("prefect.yaml").exists():  # not a workspace `cvops up` serves
+        return
     servers = _servers()
     if servers.running():
-        for key, value in servers.environment().items():
+        for key, value in {**servers.environment(), **servers.credentials()}.items():
             os.environ.setdefault(key, value)
 
 
@@ -114,7 +131,9 @@ def print_where_to_look(tasks: list[str] | None) -> None:
             f"    MLflow run {verdict['run_id']}; model {verdict['model']} v{verdict['version']}"
             f" (@champion: v{verdict['champion']})",
         ]
-    uri, ports = params.tracking.uri, params.servers
+    from components.runtime.redact import redact
+
+    uri, ports = redact(params.tracking.uri), params.servers
     lines += [
         f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri} --port {ports.mlflow_port}"
         f"   (http://127.0.0.1:{ports.mlflow_port})",
@@ -128,7 +147,10 @@ def print_where_to_look(tasks: list[str] | None) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from components.config import load_params
     from components.runtime.submit import submit
+
+    load_params().task(args.task)  # a typo is a message here, not a failed job on the cluster
 
     return submit(args.name, args.task, args.address, args.dry_run)
 
@@ -145,9 +167,10 @@ def _registry(args: argparse.Namespace, command: Callable) -> int:
     """Run a registry command (components/registry/commands.py) and print what it returns."""
     from components.config import load_params
     from components.registry.rollback import RollbackError
+    from components.runtime.redact import redact
 
     try:
-        print(command(load_params(args.params)))
+        print(redact(command(load_params(args.params))))
     except RollbackError as exc:
         print(f"cvops: rollback refused: {exc}", file=sys.stderr)
         return 1
@@ -311,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except (ConfigError, DataContractError, FileNotFoundError) as exc:
-        print(f"cvops: error: {exc}", file=sys.stderr)
-        return exit_code(exc)
+        from components.runtime.redact import redact
+
+        print(f"cvops: error: {redact(str(exc))}", file=sys.stderr)
+        # a missing file a flag or params.yaml names is the user's to fix, as a bad value is
+        return CONFIG_ERROR if isinstance(exc, FileNotFoundError) else exit_code(exc)
 
 
 if __name__ == "__main__":

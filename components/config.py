@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from components.errors import ConfigError  # noqa: F401  (re-exported: config's errors)
 
@@ -23,6 +31,19 @@ PARAMS_FILE = "params.yaml"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, value: Any, info: Any) -> Any:
+        """pydantic (lax mode) reads true as 1; `epochs: true` is a mistake, not one epoch. Not
+        strict mode throughout: that would also refuse YAML lists for tuples and ints for floats."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            annotation = cls.model_fields[info.field_name].annotation
+            types = {annotation, *get_args(annotation)}
+            if bool not in types and types & {int, float}:
+                raise ValueError(f"expected a number, got {str(value).lower()} (YAML reads true/false/yes/no/on/off "
+                                 "as booleans): give a number")
+        return value
 
 
 class Splits(Strict):
@@ -295,6 +316,7 @@ class Params(Strict):
     ray: RayConfig = RayConfig()
     servers: ServersConfig = ServersConfig()
     tasks: dict[str, TaskConfig]
+    _source: str = PrivateAttr(PARAMS_FILE)  # the file these were loaded from, for messages
 
     @model_validator(mode="after")
     def _pipeline_tasks_configured(self) -> Params:
@@ -312,9 +334,10 @@ class Params(Strict):
 
     def task(self, name: str) -> TaskConfig:
         if name not in self.tasks:
-            raise ConfigError(
-                f"{PARAMS_FILE}: no section tasks.{name}; configured tasks: {sorted(self.tasks)}"
-            )
+            close = difflib.get_close_matches(name, list(self.tasks), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{self._source}: no section tasks.{name}; {hint}configured tasks: "
+                              f"{', '.join(sorted(self.tasks))} (fix: --task one of them, or add tasks.{name})")
         return self.tasks[name]
 
 
@@ -352,18 +375,30 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def parse_params(raw: dict[str, Any], source: str = PARAMS_FILE) -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} is invalid: expected a mapping of keys (seed, pipeline, tasks, ...), "
+                          f"got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         problems = "\n  ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"{source} is invalid:\n  {problems}") from None
+    params._source = source
+    return params
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run cvops from the repository root (where dvc.yaml is)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax there "
+                          "(indentation, a missing ':' or closing bracket, a tab)") from None
     return parse_params(raw, str(path))
 
 

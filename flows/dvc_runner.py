@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.runtime.redact import redact
+from components.runtime.tools import with_tools
+
 _PATCH_LOCK = threading.Lock()
 
 
@@ -44,7 +47,7 @@ class _ToLogger(logging.Handler):
         self.target, self.stages = target, stages
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage().strip()
+        message = redact(record.getMessage().strip())
         if message.startswith("Running stage '"):  # names the stage if a multi-stage run fails
             self.stages.append(message.split("'")[1])
         if message and not any(hint in message for hint in _HINTS):
@@ -61,10 +64,11 @@ def _streamed(logger: logging.Logger | logging.LoggerAdapter, lines: list[str], 
     saved = (dvc_logger.handlers[:], dvc_logger.propagate, getattr(stage_run, "_run", None))
 
     def run_streaming(executable: str | None, cmd: str, **kwargs) -> None:
+        kwargs["env"] = with_tools(kwargs.get("env"))  # `cvops` of this environment, activated or not
         process = subprocess.Popen(stage_run._make_cmd(executable, cmd), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1, **kwargs)
         for line in process.stdout:
-            lines.append(line.rstrip())
+            lines.append(redact(line.rstrip()))
             logger.info("%s", lines[-1])
         codes.append(process.wait())
         if codes[-1] != 0:
@@ -102,22 +106,32 @@ def reproduce(root: Path, target: str, logger: logging.Logger | logging.LoggerAd
 
 
 def run_experiment(root: Path, targets: list[str], overrides: dict[str, str], name: str | None,
-                   logger: logging.Logger | logging.LoggerAdapter) -> str:
-    """`dvc exp run -S k=v ... [--name]` over the targets; results land in the workspace.
-    Returns the experiment's name."""
+                   logger: logging.Logger | logging.LoggerAdapter,
+                   env: dict[str, str] | None = None) -> tuple[str, str]:
+    """`dvc exp run --temp -S k=v ... [--name]` over the targets; returns (name, commit).
+
+    --temp, not the workspace: DVC copies the committed workspace (plus uncommitted changes)
+    into .dvc/tmp/exps, runs the stages there and records the result as an experiment ref
+    (`dvc exp show`, `dvc exp apply NAME`), so params.yaml, dvc.lock and the outputs the
+    schedule runs on stay as committed. Chosen over the queue (a Celery worker to run and
+    watch, and its output no longer streams to this flow's log: the temp executor runs in this
+    process) and over a git worktree by hand (DVC would not list it as an experiment).
+    `env`: variables set while it runs, e.g. absolute store paths (the stages' working
+    directory is the temporary copy, which is deleted afterwards)."""
     from dvc.repo import Repo
 
     lines: list[str] = []
     codes: list[int] = []
     stages: list[str] = []
-    cwd = os.getcwd()
+    cwd, saved_env = os.getcwd(), {k: os.environ.get(k) for k in (env or {})}
     os.chdir(root)
+    os.environ.update(env or {})
     try:
         with _streamed(logger, lines, codes, stages), Repo(str(root)) as repo:
             params = [f"{key}={value}" for key, value in overrides.items()]
-            results = repo.experiments.run(targets=targets, params=params, name=name)
+            results = repo.experiments.run(targets=targets, params=params, name=name, tmp_dir=True)
             for rev in results:
-                return repo.experiments.get_exact_name([rev]).get(rev) or rev[:7]
+                return repo.experiments.get_exact_name([rev]).get(rev) or rev[:7], rev
     except Exception as exc:
         if codes and codes[-1] != 0:
             # the stage DVC was running when the command failed
@@ -125,5 +139,16 @@ def run_experiment(root: Path, targets: list[str], overrides: dict[str, str], na
         raise
     finally:
         os.chdir(cwd)
-    return name or ""
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    raise RuntimeError(f"dvc exp run {' '.join(targets)} recorded no experiment")
 
+
+def show_file(root: Path, rev: str, path: str) -> str:
+    """A file as an experiment's commit holds it (its metrics and verdict: --temp leaves the
+    workspace's copies alone)."""
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout

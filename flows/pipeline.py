@@ -23,9 +23,10 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Completed, Failed  # noqa: E402
 
-from components.errors import PERMANENT_EXIT_CODES  # noqa: E402
+from components.errors import PERMANENT_EXIT_CODES, ConfigError  # noqa: E402
 from components.paths import STAGES  # noqa: E402
 from components.registry.gate import checks_table  # noqa: E402
+from components.runtime.redact import redact  # noqa: E402
 from flows import dvc_runner  # noqa: E402
 
 
@@ -67,15 +68,24 @@ def run_stage(root: str, target: str):
 
 @task(name="dvc-experiment", retries=0)
 def run_experiment(root: str, targets: list[str], overrides: dict[str, str], name: str | None) -> str:
+    """The stages as a DVC experiment in a temporary copy of the workspace; returns its commit."""
+    from components.config import load_params
+    from components.runtime import tracking
+
     logger = get_run_logger()
-    exp_name = dvc_runner.run_experiment(Path(root), targets, overrides, name, logger)
-    logger.info("DVC experiment '%s' (see `dvc exp show`)", exp_name)
-    return exp_name
+    os.chdir(root)  # the store paths params.yaml names are the workspace's, not the copy's
+    params = load_params(Path(root) / "params.yaml")
+    tracking.setup(params)  # the experiment's artifact root is the workspace's
+    env = {"MLFLOW_TRACKING_URI": tracking.tracking_uri(params), "CVOPS_ROOT": root}
+    exp_name, rev = dvc_runner.run_experiment(Path(root), targets, overrides, name, logger, env)
+    logger.info("DVC experiment '%s' (see `dvc exp show`; `dvc exp apply %s` puts it in the workspace)",
+                exp_name, exp_name)
+    return rev
 
 
 def _mlflow_links(run_id: str, model: str, version: str) -> str:
     """Markdown links into the MLflow UI when a tracking server is set, else how to open it."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
+    uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/"))
     if uri.startswith("http"):
         return (f"MLflow run: [{run_id}]({uri}/#/runs/{run_id}); model version: "
                 f"[{model} v{version}]({uri}/#/models/{model}/versions/{version})")
@@ -96,13 +106,17 @@ def _code(text: Any) -> str:
 
 
 @task(name="report", task_run_name="report {task_name}")
-def report(root: str, task_name: str, promoted_now: bool = True) -> dict[str, Any]:
-    """Publish the task's metrics and gate verdict as a Prefect markdown artifact.
-    promoted_now: whether the promote stage ran in this flow run (else the verdict is the
-    one of an earlier run, and the artifact says so)."""
-    reports = Path(root) / "reports" / task_name
-    metrics = json.loads((reports / "metrics.json").read_text())
-    verdict = json.loads((reports / "gate.json").read_text())
+def report(root: str, task_name: str, promoted_now: bool = True, rev: str | None = None) -> dict[str, Any]:
+    """Publish the task's metrics and gate verdict as a Prefect markdown artifact (an
+    experiment's, from its commit, when `rev` names one). promoted_now: whether the promote
+    stage ran in this flow run (else the verdict is the one of an earlier run, and the
+    artifact says so)."""
+    def read(name: str) -> dict[str, Any]:
+        if rev:
+            return json.loads(dvc_runner.show_file(Path(root), rev, f"reports/{task_name}/{name}"))
+        return json.loads((Path(root) / "reports" / task_name / name).read_text())
+
+    metrics, verdict = read("metrics.json"), read("gate.json")
     rows = "\n".join(f"| {_code(k)} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
     if not promoted_now:
         outcome = (f"**unchanged**: nothing to promote in this run (no input changed); `{verdict['model']}@champion` "
@@ -146,12 +160,13 @@ def cv_pipeline(tasks: list[str] | None = None, overrides: dict[str, str] | None
     tasks = tasks or params.pipeline.tasks
     unknown = sorted(set(tasks) - set(params.pipeline.tasks))
     if unknown:
-        raise ValueError(f"tasks {unknown} are not in params.yaml pipeline.tasks {params.pipeline.tasks}")
+        raise ConfigError(f"tasks {unknown} are not in params.yaml pipeline.tasks {params.pipeline.tasks}: "
+                          "add them there, or pick from those")
     os.environ["CVOPS_FLOW_RUN_ID"] = str(flow_run.get_id() or "")  # lineage tag on registered versions
 
-    promoted_now = dict.fromkeys(tasks, True)
+    promoted_now, rev = dict.fromkeys(tasks, True), None
     if overrides:
-        run_experiment(str(root), [f"{stage}@{t}" for t in tasks for stage in STAGES], overrides, experiment_name)
+        rev = run_experiment(str(root), [f"{stage}@{t}" for t in tasks for stage in STAGES], overrides, experiment_name)
     else:
         for task_name in tasks:
             for stage in STAGES:
@@ -159,7 +174,7 @@ def cv_pipeline(tasks: list[str] | None = None, overrides: dict[str, str] | None
                 if stage == "promote":  # True, or the Skipped state itself (Prefect hands a returned state back)
                     promoted_now[task_name] = ran is True
 
-    results = {t: report(str(root), t, promoted_now[t]) for t in tasks}
+    results = {t: report(str(root), t, promoted_now[t], rev) for t in tasks}
     rejected = {t: r["verdict"]["reason"] for t, r in results.items() if not r["verdict"]["passed"]}
     for task_name, result in results.items():
         verdict = result["verdict"]

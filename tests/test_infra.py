@@ -19,7 +19,8 @@ COMPOSE = ROOT / "infra" / "docker-compose.yml"
 SERVICES = {"postgres", "minio", "minio-buckets", "mlflow", "prefect-server", "prefect-worker",
             "ray-head", "ray-worker"}
 SET_BY_THE_FLOW = {"CVOPS_FLOW_RUN_ID", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
-                   "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"}  # the last two: DVC's, inside `dvc exp run`
+                   "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV",  # these two: DVC's, inside `dvc exp run`
+                   "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # set for a stage's local cluster only (loopback)
 
 
 @cache

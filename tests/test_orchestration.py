@@ -129,6 +129,9 @@ def test_on_demand_run_with_override_is_a_dvc_experiment_tracked_in_mlflow(live,
     assert champion.run_id == train.info.run_id
     assert champion.tags["cvops.prefect_flow_run_id"] == on_demand_run
     assert EXPERIMENT in dvc(live.ws, "exp", "list", "--name-only").stdout
+    changed = git(live.ws, "status", "--porcelain", "--untracked-files=no")
+    assert changed == "", f"the experiment changed the workspace the schedule runs on:\n{changed}"
+    assert not (live.ws / "dvc.lock").exists(), "the experiment's results belong to its ref, not the workspace"
     logs = live.logs(on_demand_run)
     assert "Running stage 'train@classification'" in logs, "stage output streamed to the Prefect log"
 

@@ -197,6 +197,7 @@ def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     assert run_id == killed_run, "the rerun logged to a new MLflow run"
     client = client_for(ws)
     assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.get_run(run_id).data.tags["cvops.resumed_from_run"] == killed_run, "the run says what it resumed"
     assert {m.step for m in client.get_metric_history(run_id, "val/accuracy")} == set(range(epochs))
     assert not slot.exists() and (ws / "ray_results" / f"{TASK}-{run_id[:8]}" / "cvops_run.json").is_file()
 
@@ -265,3 +266,56 @@ def test_tune_stops_trials_early_logs_nested_runs_and_feeds_train(workspace):
     train_run = client.get_run(run_id)
     assert float(train_run.data.params["train.lr"]) == pytest.approx(tuned["best_config"]["train.lr"])
     assert train_run.data.tags["cvops.tuned_by"] == tuned["run_id"]
+
+
+LISTENERS = """
+import json, psutil, ray
+from components.config import load_params
+from components.runtime import ray_cluster
+ray_cluster.connect(load_params())
+ray.get(ray.remote(lambda: 0).remote())  # a worker process (it listens too)
+me = psutil.Process()
+found = sorted({(p.name(), c.laddr.ip) for p in me.children(recursive=True) + [me]
+                for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN})
+print(json.dumps(found))
+ray_cluster.shutdown()
+"""
+
+
+def test_local_cluster_listens_on_loopback_only(workspace):
+    """Every listening socket of the stage's local cluster (GCS, raylet, workers, agents, metrics)."""
+    result = subprocess.run([str(BIN / "python"), "-c", LISTENERS], cwd=workspace, env=stage_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listeners = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(listeners) >= 5, listeners  # GCS, raylet, a worker, the agents: all seen
+    exposed = [(name, ip) for name, ip in listeners if ip.removeprefix("::ffff:") != "127.0.0.1"]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+@pytest.mark.slow  # one train stage started and stopped (~1-2 min on 2 cores)
+def test_terminated_train_stage_leaves_no_ray_process_behind(workspace):
+    """SIGTERM (a Prefect cancel, a container stop) mid-training: the stage's local cluster
+    (GCS, raylet, agents, workers) goes with it."""
+    set_param(workspace, "ray.num_workers", 1)
+    set_param(workspace, f"tasks.{TASK}.train.epochs", 50)
+    process = subprocess.Popen([str(BIN / "cvops"), "stage", "train", "--task", TASK], cwd=workspace, env=stage_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cluster: list[psutil.Process] = []
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "epoch 1/50" in line:
+                cluster = psutil.Process(process.pid).children(recursive=True)
+                process.terminate()
+                break
+        process.wait(timeout=120)
+        assert len(cluster) >= 3, "".join(lines)[-3000:]  # gcs_server, raylet, a worker at least
+        _, alive = psutil.wait_procs(cluster, timeout=20)
+        assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+    finally:  # the test's own cleanup, after the check
+        process.kill()
+        for leftover in cluster:
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()

@@ -71,5 +71,5 @@ def test_submit_builds_a_ray_job_of_the_stage_command():
     assert cmd[:3] == ["ray", "job", "submit"] and cmd[cmd.index("--address") + 1] == "http://127.0.0.1:8265"
     assert cmd[cmd.index("--submission-id") + 1].startswith(f"cvops-train-{TASK}-")
     assert cmd[cmd.index("--") + 1:] == ["python", "-m", "components.cli", "stage", "train", "--task", TASK]
-    runtime_env = json.loads(cmd[cmd.index("--runtime-env-json") + 1])
+    runtime_env = submit.runtime_env()
     assert runtime_env["env_vars"]["RAY_AUTH_MODE"] == "token" and ".venv" in runtime_env["excludes"]

@@ -18,6 +18,7 @@ import yaml
 
 from components.config import Params
 from components.paths import STAGES, StagePaths
+from components.runtime.redact import redact
 
 PACKAGES = ("torch", "torchvision", "lightning", "ray", "mlflow", "dvc", "prefect", "great-expectations")
 DIRTY_FILES_SHOWN = 20
@@ -111,7 +112,8 @@ def lineage_tags(task: str, data_dir: str, params_hash: str, run_id: str, params
         "cvops.git_dirty_files": json.dumps(dirty[:DIRTY_FILES_SHOWN] + (["..."] if len(dirty) > DIRTY_FILES_SHOWN else [])),
         "cvops.git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
         "cvops.git_remote": git_remote(),
-        "cvops.git_root": git("rev-parse", "--show-toplevel"),
+        # the workspace, not the temporary copy an experiment runs in (`dvc exp run --temp`)
+        "cvops.git_root": os.environ.get("CVOPS_ROOT") or git("rev-parse", "--show-toplevel"),
         "cvops.data_hash": data_hash(f"prepare@{task}", data_dir),
         "cvops.model_hash": data_hash(f"train@{task}", str(StagePaths(task).model_dir)),
         "cvops.dvc_remote": dvc_remote(),
@@ -128,4 +130,4 @@ def lineage_tags(task: str, data_dir: str, params_hash: str, run_id: str, params
     tags["cvops.platform"] = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"  # of the promoting host
     tags["cvops.version.python"] = platform.python_version()
     tags.update({f"cvops.version.{p}": version(p) for p in PACKAGES})
-    return tags
+    return redact(tags)  # a remote's or an address's credentials never reach the registry or the card

@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from components.config import ConfigError
 from components.paths import StagePaths
 from components.registry.lineage import git
+from components.runtime.redact import redact
 
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 NOT_RECORDED = "(not recorded)"
@@ -113,7 +114,7 @@ def describe(client: MlflowClient, uri: str, tracking_uri: str, prefix: str = "c
     }
     lineage["results_commit"], lineage["results_on_branch"] = results_commit(task, mv.name, str(mv.version), run_id)
     lineage["reproduce"] = reproduce_commands(lineage)
-    return lineage
+    return redact(lineage)  # versions tagged before redaction, and the tracking URI
 
 
 def reproduce_commands(lineage: dict[str, Any]) -> dict[str, Any]:

@@ -54,9 +54,35 @@ def connect(params: Params) -> tuple[bool, bool]:
             # "local": a fresh cluster for this stage, never one that `ray start` left running;
             # no cloud preemption to watch for on a local machine
             runtime_env["env_vars"] = {**env, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
+            _loopback_only()
+            for attempt in (1, 2):
+                try:
+                    ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, _node_ip_address=LOOPBACK)
+                    break
+                except Exception as exc:  # Ray waits a fixed 30 s for its raylet: too short on a loaded machine
+                    if attempt == 2 or "timed out during startup" not in str(exc):
+                        raise
+                    ray.shutdown()
+                    print("the local Ray node did not register within Ray's 30 s (a loaded machine?): starting it again",
+                          flush=True)
             started_here = True
     return use_gpu(params), started_here
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def _loopback_only() -> None:
+    """Bind every server of a local cluster (GCS, raylet, object manager, workers, dashboard and
+    runtime-env agents, metrics) to 127.0.0.1. Ray turns `_node_ip_address="127.0.0.1"` into
+    the machine's routable IP unless clusters are disabled, as it does on macOS and Windows
+    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0): then the node is 127.0.0.1 and Ray's gRPC servers
+    bind to loopback only. The variable is read at import (hence the constant, for a `ray`
+    already imported) and by the cluster's processes, which inherit this environment."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def use_gpu(params: Params) -> bool:

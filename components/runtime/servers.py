@@ -11,6 +11,7 @@ the running servers (`PREFECT_API_URL`, `MLFLOW_TRACKING_URI`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -24,8 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import Params
+from components.runtime.tools import with_tools
 
-HOST = "127.0.0.1"  # loopback only: these servers have no authentication
+HOST = "127.0.0.1"  # loopback only: without the auth env file these servers have no authentication
+# Optional credentials (KEY=VALUE lines, chmod 600, never committed: .cvops/ is gitignored):
+#   CVOPS_PREFECT_AUTH=user:password   -> Prefect's API auth string (server and clients)
+#   CVOPS_MLFLOW_ADMIN_PASSWORD=...    -> MLflow's basic-auth app, admin user `admin`
+AUTH_FILE = Path(".cvops") / "auth.env"
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,17 @@ class Servers:
         self.prefect_url = f"http://{HOST}:{self.config.prefect_port}"
         self.mlflow_url = f"http://{HOST}:{self.config.mlflow_port}"
         self.work_pool = work_pool(self.root / "prefect.yaml")
+        self.auth = read_env_file(self.root / AUTH_FILE)
+
+    def credentials(self) -> dict[str, str]:
+        """What clients (the flow, the worker, `prefect` and `mlflow` commands) need to log in to
+        these servers when the auth env file sets credentials; never printed."""
+        creds = {}
+        if self.auth.get("CVOPS_PREFECT_AUTH"):
+            creds["PREFECT_API_AUTH_STRING"] = self.auth["CVOPS_PREFECT_AUTH"]
+        if self.auth.get("CVOPS_MLFLOW_ADMIN_PASSWORD"):
+            creds |= {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": self.auth["CVOPS_MLFLOW_ADMIN_PASSWORD"]}
+        return creds
 
     def environment(self) -> dict[str, str]:
         """Variables that point Prefect, MLflow and the flow at these servers and this workspace."""
@@ -67,7 +84,11 @@ class Servers:
             Service("mlflow-server", [str(bin_dir / "mlflow"), "server", "--host", HOST,
                                       "--port", str(self.config.mlflow_port), "--workers", "1",
                                       "--backend-store-uri", f"sqlite:///{store}",
-                                      "--default-artifact-root", str(artifacts)],
+                                      "--default-artifact-root", str(artifacts),
+                                      # its own origin and Host only (DNS rebinding, cross-site requests)
+                                      "--allowed-hosts", f"{HOST}:{self.config.mlflow_port},localhost:{self.config.mlflow_port}",
+                                      "--cors-allowed-origins", f"{self.mlflow_url},http://localhost:{self.config.mlflow_port}",
+                                      *(["--app-name", "basic-auth"] if "MLFLOW_TRACKING_PASSWORD" in self.credentials() else [])],
                     f"{self.mlflow_url}/health"),
             # --limit 1 with the pool's concurrency limit: two runs never share a workspace
             Service("prefect-worker", [str(bin_dir / "prefect"), "worker", "start", "--pool",
@@ -94,10 +115,28 @@ class Servers:
         return all(self.pid(s.name) for s in self.services())
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, **self.environment()}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env = with_tools({**os.environ, **self.environment(), **self.credentials()})
         env.pop("PREFECT_API_KEY", None)
+        # a web page of another origin gets no CORS grant (Prefect's default is `*`); Prefect
+        # has no Host check, so loopback binding is what keeps other machines out
+        env["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] = f"{self.prefect_url},http://localhost:{self.config.prefect_port}"
+        if self.auth.get("CVOPS_PREFECT_AUTH"):
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth["CVOPS_PREFECT_AUTH"]
+        if self.auth.get("CVOPS_MLFLOW_ADMIN_PASSWORD"):
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._mlflow_auth_config())
         return env
+
+    def _mlflow_auth_config(self) -> Path:
+        """MLflow's basic-auth app config: its user database in .cvops/, admin password from the
+        auth env file (the app creates the admin user with it on first start)."""
+        path = self.state / "mlflow-auth.ini"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("[mlflow]\ndefault_permission = READ\n"
+                        f"database_uri = sqlite:///{self.state / 'mlflow-auth.db'}\n"
+                        f"admin_username = admin\nadmin_password = {self.auth['CVOPS_MLFLOW_ADMIN_PASSWORD']}\n"
+                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        return path
 
     def _start(self, service: Service) -> None:
         if self.pid(service.name):
@@ -116,7 +155,7 @@ class Servers:
         while time.monotonic() < deadline:
             if not self.pid(service.name):
                 break
-            if healthy(service):
+            if healthy(service, self.auth.get("CVOPS_PREFECT_AUTH")):
                 return
             time.sleep(1)
         log = self.state / "logs" / f"{service.name}.log"
@@ -178,6 +217,8 @@ class Servers:
             f"Worker:      pool '{self.work_pool}' (logs in {self.state / 'logs'})",
             "To log to these servers from your shell (dvc repro, scripts):",
             *(f"  export {k}={v}" for k, v in self.environment().items()),
+            *([f"  # and the credentials: {', '.join(self.credentials())} (values in {AUTH_FILE}, not shown)"]
+              if self.credentials() else []),
             "`cvops run` uses them while they are up. Stop with `cvops down`.",
         ])
 
@@ -195,9 +236,20 @@ def work_pool(prefect_yaml: Path) -> str:
     return pools.pop()
 
 
-def healthy(service: Service) -> bool:
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines ('#' comments); {} when the file is missing."""
+    if not path.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip().strip("'\"") for key, value in pairs}
+
+
+def healthy(service: Service, auth_string: str | None = None) -> bool:
+    request = urllib.request.Request(service.health_url)
+    if auth_string:  # the worker's check reads a work pool: an authenticated endpoint
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth_string.encode()).decode())
     try:
-        with urllib.request.urlopen(service.health_url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             body = response.read()
     except (urllib.error.URLError, OSError):
         return False

@@ -31,7 +31,9 @@ class CVOpsModel(mlflow.pyfunc.PythonModel):
 
         self.model, self.meta = load_checkpoint(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow reads them as a schema
+    # pd.DataFrame is the one hint MLflow infers no schema from (inputs are images, not columns),
+    # and a hint at all stops its "Add type hints to the predict method" warning at every load
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from components.serving.checkpoint import predict_images
 
         return predict_images(self.model, self.meta, _images(model_input))

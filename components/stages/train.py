@@ -62,8 +62,11 @@ def run(params: Params, task: str) -> Path:
 
 @contextlib.contextmanager
 def _mlflow_run(slot: resume.Slot, task: str, experiment_id: str):
-    """The MLflow run of the training: the interrupted one's when resuming (if it still exists)."""
+    """The MLflow run of the training: the interrupted one's when resuming (if it still exists).
+    Runs of trainings whose process died are marked FAILED first."""
     run_id = slot.resume_run_id
+    for dead in resume.fail_dead_runs(mlflow.MlflowClient(), experiment_id, task, keep=run_id):
+        print(f"MLflow run {dead}: its train stage died before it ended; marked FAILED", flush=True)
     if run_id:
         try:
             found = mlflow.MlflowClient().get_run(run_id)
@@ -71,8 +74,11 @@ def _mlflow_run(slot: resume.Slot, task: str, experiment_id: str):
         except mlflow.exceptions.MlflowException:
             run_id = None
         print(f"resuming the interrupted training {slot.name} (same params, data and code): its last checkpoint, "
-              f"{f'MLflow run {run_id}' if run_id else 'a new MLflow run'}", flush=True)
+              f"{f'MLflow run {run_id}' if run_id else f'a new MLflow run (run {slot.resume_run_id} is gone)'}", flush=True)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else tracking.run_name(task, "train"), experiment_id=experiment_id) as run:
+        mlflow.set_tags(resume.owner_tags())  # this process now: a later stage can tell whether it died
+        if slot.resume_run_id:  # which interrupted training this one continues
+            mlflow.set_tags({"cvops.resumed_from_run": slot.resume_run_id, "cvops.resumed_ray_run": slot.name})
         yield run
 
 

@@ -10,6 +10,7 @@ ids 1..C (0 is the background, as torchvision's detectors expect).
 from __future__ import annotations
 
 import json
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,11 @@ def _zoo() -> dict[str, Any]:
 def _plain(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, torch.Tensor]]:
     """tv_tensors -> plain tensors on `device` (torchvision's detectors and torchmetrics)."""
     return [{"boxes": t["boxes"].as_subclass(torch.Tensor).to(device), "labels": t["labels"].to(device)} for t in targets]
+
+
+# faster-coco-eval logs its 12-line COCO summary at INFO at every compute (every validation of
+# every worker); the numbers are in the metrics already
+logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
 
 
 class DetectionMAP(MeanAveragePrecision):

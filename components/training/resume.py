@@ -124,3 +124,41 @@ def slot(storage: str, task: str, inputs: dict[str, Any]) -> Iterator[Slot]:
             return
         current.find_interrupted()
         yield current
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process runs a training (read back by `fail_dead_runs`)."""
+    import socket
+
+    import psutil
+
+    me = psutil.Process()
+    return {"cvops.host": socket.gethostname(), "cvops.pid": str(me.pid), "cvops.pid_started": f"{me.create_time():.2f}"}
+
+
+def fail_dead_runs(client: Any, experiment_id: str, task: str, keep: str | None = None) -> list[str]:
+    """Mark FAILED the task's train runs still RUNNING whose process died on this host (killed,
+    out of memory, a lost node): MLflow never hears of a SIGKILL. `keep` is the run being
+    resumed. A run of another host is left alone: its process cannot be checked from here.
+    Returns the runs marked."""
+    import socket
+
+    import psutil
+
+    runs = client.search_runs([experiment_id], f"tags.`cvops.task` = '{task}' and tags.`cvops.stage` = 'train' "
+                                               "and attributes.status = 'RUNNING'")
+    failed = []
+    for run in runs:
+        tags = run.data.tags
+        if run.info.run_id == keep or tags.get("cvops.host") != socket.gethostname() or "cvops.pid" not in tags:
+            continue
+        try:  # the same pid, started at the same time: the same process, still alive
+            alive = f"{psutil.Process(int(tags['cvops.pid'])).create_time():.2f}" == tags.get("cvops.pid_started")
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            client.set_tag(run.info.run_id, "cvops.failure", f"process {tags['cvops.pid']} died before the run ended "
+                                                             "(marked by the next train stage)")
+            client.set_terminated(run.info.run_id, "FAILED")
+            failed.append(run.info.run_id)
+    return failed
