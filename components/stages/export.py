@@ -130,7 +130,7 @@ def run(params: Params, task: str) -> dict[str, Any]:
     report["export/export_s"] = export_s
     paths.export_report.write_text(json.dumps(report, indent=2, sort_keys=True))
 
-    tracking.setup(params)
+    tracking.setup(params, task)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({tracking.metric_key(k): v for k, v in report.items()})
         for path in [*formats.values(), paths.export_dir / "meta.json", paths.export_report]:
