@@ -153,3 +153,96 @@ def overlays(model: torch.nn.Module, data: CVDataModule, out: Path, count: int =
     return save_grid(drawn, out)
 
 
+
+
+# ---- for the promotion gate: the champion measured as the candidate is ----------------------
+
+EVALUATION_CODE = ("components/evaluation", "components/tasks")  # what computes metrics.json
+
+#: The task metrics `TaskSpec.summarize` writes besides per-class ones (recall/<class>,
+#: ap/<class>, iou/<class>): the names a gate may check (tests/test_gate_names.py checks this
+#: table against a real evaluation).
+TASK_METRICS = {
+    "classification": ("accuracy", "ece", "macro_f1"),
+    "detection": ("map", "map_50", "map_75", "mar_100"),
+    "segmentation": ("miou", "dice", "pixel_accuracy"),
+}
+PER_CLASS = {"classification": "recall/", "detection": "ap/", "segmentation": "iou/"}
+
+
+def metric_names(task: str, monitor: str, ev) -> tuple[set[str], tuple[str, ...]]:
+    """(names, prefixes): the metrics.json keys `run_suite` can produce for a task with
+    evaluate config `ev`, and the prefixes of the per-class / per-group ones whose suffix
+    depends on the data. Kept next to run_suite so that both change together."""
+    names = set(TASK_METRICS.get(task, ())) | {monitor}
+    names |= {"fairness/worst_group_gap", "fairness/worst_group_gap_ci_high", "fairness/min_max_ratio",
+              "fairness/min_max_ratio_ci_low", "fairness/demographic_parity_difference",
+              "fairness/equalized_odds_difference"}
+    names |= {f"robustness/mean_corruption_{monitor}", "robustness/retention", "robustness/mce"}
+    names |= {f"robustness/{n}_error" for n in ev.corruptions}
+    names |= {f"adversarial/{attack}_{monitor}@{eps:g}" for attack in ("fgsm", "pgd") for eps in ev.eps}
+    return names, (PER_CLASS.get(task, ""), f"fairness/{monitor}/")
+
+
+def code_hash(roots: tuple[str, ...] = EVALUATION_CODE) -> str:
+    """sha256 over the evaluation's source files (path and content), short."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    base = Path(__file__).resolve().parents[2]
+    for root in roots:
+        for path in sorted((base / root).rglob("*.py")):
+            digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def evaluation_key(params: Params, task: str, data_version: str) -> str:
+    """Same key, same metrics.json: the test data's DVC hash, the evaluate params (and the
+    seed their subsamples draw from) and the evaluation code. '' when the data has no DVC
+    hash yet (then nothing stored is reused)."""
+    import hashlib
+
+    if not data_version:
+        return ""
+    ev = params.task(task).evaluate.model_dump(mode="json")
+    blob = json.dumps({"data": data_version, "evaluate": ev, "seed": params.seed, "code": code_hash()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def split_predictions(model: torch.nn.Module, data: CVDataModule, batch_size: int) -> tuple[Any, Any]:
+    """(per-image predictions, targets) of a model on the test split, in split order."""
+    test = data.dataset("test")
+    return predict_all(data.spec, model, [test[i] for i in range(len(test))], batch_size)
+
+
+def paired_bootstrap(spec, classes: list[str], candidate: Any, champion: Any, targets: Any,
+                     samples: int, confidence: float, seed: int) -> dict[str, float]:
+    """The monitored metric's difference candidate - champion on the same test images, with
+    a percentile interval over `samples` resamples of the images: each resample counts the
+    same images for both models (paired), so what the two models share cancels out.
+
+    By hand because the resamples must be the same multisets for both models and the task's
+    `monitor_of_resamples` already measures B multisets in one vectorised call."""
+    import numpy as np
+
+    n = len(targets)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=samples)
+    ones = np.ones((1, n), dtype=np.int64)
+    of_candidate = spec.monitor_of_resamples(candidate, targets, classes)
+    of_champion = spec.monitor_of_resamples(champion, targets, classes)
+    diff = of_candidate(counts) - of_champion(counts)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(diff, [alpha, 1 - alpha])
+    return {"difference": float(of_candidate(ones)[0] - of_champion(ones)[0]), "low": float(low), "high": float(high),
+            "samples": samples, "confidence": confidence, "images": n}
+
+
+def files_hash(root: Path) -> str:
+    """sha256 over a data folder's files (path and content): the data version where dvc.lock
+    has none (a workspace DVC did not build)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
