@@ -297,7 +297,7 @@ class Params(Strict):
     def _gate_metrics_exist(self) -> Params:
         """A gate metric the evaluation never produces fails here, when params are loaded (so
         `dvc repro` stops in its first stage), not at promote after training."""
-        from components.evaluation.suite import metric_names
+        from components.evaluation.gate_metrics import metric_names
         from components.tasks import TASKS
 
         for name, task in self.tasks.items():
