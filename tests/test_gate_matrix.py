@@ -23,7 +23,12 @@ import yaml
 from components.config import GateConfig
 from components.tasks import TASKS
 from tests.conftest import ROOT
-from tests.registry_helpers import log_candidate, make_registry_workspace, promote_candidate, set_gate
+from tests.registry_helpers import (
+    log_candidate,
+    make_registry_workspace,
+    promote_candidate,
+    set_gate,
+)
 
 
 def default_gate(task: str) -> dict:

@@ -101,11 +101,6 @@ def gate_table(verdict: dict) -> str:
     return "\n".join(lines)
 
 
-def checks_table(checks: list[dict]) -> str:
-    """The table of bare checks (kept for callers that hold only gate.json's checks)."""
-    return gate_table({"checks": checks})
-
-
 # ---- checks ------------------------------------------------------------------------------------
 
 def check_config(gate: GateConfig, task: str) -> None:

@@ -18,14 +18,20 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-
 from mlflow.exceptions import MlflowException
 
 from components.config import GateConfig, Params
 from components.paths import StagePaths
 from components.registry.audit import CHALLENGER, CHAMPION, alias_version, move_alias, registry_lock
 from components.registry.card import model_card
-from components.registry.gate import Baseline, Candidate, Verdict, check_config, evaluate_gate, gate_table
+from components.registry.gate import (
+    Baseline,
+    Candidate,
+    Verdict,
+    check_config,
+    evaluate_gate,
+    gate_table,
+)
 from components.tasks import TASKS
 
 ChampionEvaluator = Callable[[str], Baseline]  # version -> its evaluation on the same test data

@@ -14,8 +14,8 @@ import json
 from mlflow import MlflowClient
 
 from components.config import Params, params_hash
-from components.paths import StagePaths
 from components.evaluation.suite import evaluation_key, files_hash
+from components.paths import StagePaths
 from components.registry.gate import Verdict, check_config, gate_table
 from components.registry.lineage import data_hash, lineage_tags
 from components.registry.promotion import Candidate, champion_evaluator, promote
