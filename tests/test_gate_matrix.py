@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from components.config import GateConfig
 from components.tasks import TASKS
@@ -67,6 +68,7 @@ def test_promotion_matrix_with_the_default_gate(task, tmp_path, monkeypatch):
     adversarial = next(c.metric for c in gate.changes if c.metric.startswith("adversarial/"))
     assert {monitor, fairness, robustness, adversarial} <= {c.metric for c in gate.changes}
     base = champion_metrics(gate)
+    client = MlflowClient(f"sqlite:///{ws / 'mlruns.db'}")
 
     champion = promote_candidate(ws, task, log_candidate(ws, task, seed=0, metrics=base))
     assert champion["passed"] and champion["version"] == "1"
@@ -87,6 +89,8 @@ def test_promotion_matrix_with_the_default_gate(task, tmp_path, monkeypatch):
         assert worse["champion"] == "2"
         failing = [c for c in worse["checks"] if not c["passed"]]
         assert [c["metric"] for c in failing] == [metric] and "**no**" in worse["table"]
+        version = client.get_model_version(f"cvops-{task}", worse["version"])  # one rendering everywhere
+        assert version.tags["cvops.gate.table"] == worse["table"] and worse["table"] in version.description
 
     same = judge(shifted(base, gate, -0.5))  # (e) worse in everything, but within the tolerance
     assert same["passed"], same["table"]

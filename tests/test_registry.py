@@ -93,7 +93,9 @@ def test_gate_promotes_rejects_and_rolls_back(task, tmp_path, monkeypatch, capsy
     champion_moves = [(e["what"], e["from"], e["to"]) for e in entries if e["alias"] == "champion"]
     assert champion_moves == [("promote", None, "1"), ("promote", "1", "3"), ("rollback", "3", "1")]
     assert [e["to"] for e in entries if e["alias"] == "challenger"] == ["1", "2", "3", "4"]
-    assert main(["history", task]) == 0 and "rollback" in capsys.readouterr().out
+    assert main(["history", task]) == 0
+    out = capsys.readouterr().out
+    assert "rollback" in out and "v2 gate: failed checks" in out and "| check | rule | champion | candidate | interval | pass |" in out
 
 
 def test_no_thresholds_is_an_error_before_anything_is_registered(task, tmp_path, monkeypatch):
