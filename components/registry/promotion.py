@@ -3,9 +3,13 @@
 The gate's change checks run against the champion as it was when the pipeline read it.
 Under the registry lock the champion is read again: if it is still that version, the
 aliases move; if another pipeline promoted meanwhile, the lock is released, the new
-champion is re-evaluated and the gate runs again. So two pipelines that finish at once
+champion is measured and the gate runs again. So two pipelines that finish at once
 never both become champion on verdicts against the same old champion, and every move is
 in the audit trail.
+
+The champion's side is measured as the candidate's was (champion_evaluator): its stored
+evaluation when the evaluation key matches, else the full suite again; the monitor's change
+gets a paired bootstrap over both models' predictions on the same test images.
 """
 
 from __future__ import annotations
