@@ -139,12 +139,23 @@ class ChangeThreshold(Strict):
         return self
 
 
+class BootstrapConfig(Strict):
+    """The paired bootstrap that decides the change check on the task's monitor metric."""
+
+    samples: int = Field(1000, ge=100, description="resamples of the test images")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
 class GateConfig(Strict):
     cold_start: Literal["promote", "refuse"] = Field(
         "promote", description="no champion yet: promote on value thresholds only, or refuse"
     )
+    bootstrap: BootstrapConfig = BootstrapConfig()
     thresholds: list[Threshold] = []
     changes: list[ChangeThreshold] = Field([], description="checks against the current @champion")
+
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys([t.metric for t in self.thresholds] + [c.metric for c in self.changes]))
 
 
 class ContractConfig(Strict):
@@ -330,6 +341,24 @@ class Params(Strict):
         for name in self.pipeline.tasks:
             if name not in self.tasks:
                 raise ValueError(f"pipeline.tasks lists '{name}' but there is no tasks.{name} section")
+        return self
+
+    @model_validator(mode="after")
+    def _gate_metrics_exist(self) -> Params:
+        """A gate metric the evaluation never produces fails here, when params are loaded (so
+        `dvc repro` stops in its first stage), not at promote after training."""
+        from components.evaluation.gate_metrics import metric_names
+        from components.tasks import TASKS
+
+        for name, task in self.tasks.items():
+            known, prefixes = metric_names(name, TASKS[name].monitor, task.evaluate)
+            for metric in task.gate.metrics():
+                if metric in known or any(p and metric.startswith(p) and metric != p for p in prefixes):
+                    continue
+                close = difflib.get_close_matches(metric, sorted(known), n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else f"the evaluation produces: {', '.join(sorted(known))}"
+                raise ValueError(f"tasks.{name}.gate: metric '{metric}' is not produced by the {name} evaluation; {hint}"
+                                 f" (per-class / per-group metrics start with {' or '.join(repr(p) for p in prefixes if p)})")
         return self
 
     def task(self, name: str) -> TaskConfig:

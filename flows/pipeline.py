@@ -25,7 +25,7 @@ from prefect.states import Completed, Failed  # noqa: E402
 
 from components.errors import PERMANENT_EXIT_CODES, ConfigError  # noqa: E402
 from components.paths import STAGES  # noqa: E402
-from components.registry.gate import checks_table  # noqa: E402
+from components.registry.gate import gate_table  # noqa: E402
 from components.runtime.redact import redact  # noqa: E402
 from flows import dvc_runner  # noqa: E402
 
@@ -95,7 +95,7 @@ def _mlflow_links(run_id: str, model: str, version: str) -> str:
 
 def _against(verdict: dict[str, Any]) -> str:
     base = verdict.get("baseline_version")
-    return f"Checked against `@champion` v{base}, re-evaluated on the same test data." if base else (
+    return f"Checked against `@champion` v{base} on the same test data." if base else (
         "Cold start (no champion): value thresholds only.")
 
 
@@ -127,7 +127,7 @@ def report(root: str, task_name: str, promoted_now: bool = True, rev: str | None
         outcome = f"**not promoted** ({verdict['reason']}); `@champion` stays {verdict['champion']}"
     markdown = (
         f"# {task_name}\n\nCandidate `{verdict['model']}` version {verdict['version']}: {outcome}.\n\n"
-        f"{_mlflow_links(verdict['run_id'], verdict['model'], verdict['version'])}\n\n## Gate\n\n{_against(verdict)}\n\n{checks_table(verdict['checks'])}\n\n"
+        f"{_mlflow_links(verdict['run_id'], verdict['model'], verdict['version'])}\n\n## Gate\n\n{_against(verdict)}\n\n{gate_table(verdict)}\n\n"
         f"## Test metrics\n\n| metric | value |\n|---|---|\n{rows}\n"
     )
     create_markdown_artifact(markdown=markdown, key=f"cvops-{task_name.replace('_', '-')}", description=f"{task_name}: metrics and gate verdict")

@@ -28,8 +28,11 @@ def tiny_params(params: dict) -> dict:
         task["data"]["num_images"] = 90
         task["data"]["image_size"] = min(task["data"]["image_size"], 32)
         task["train"]["epochs"] = 2
+        # a loose floor, no change checks: ~14 test images measure no fairness groups (tests/test_gate_matrix.py
+        # checks the default gates)
         task["gate"]["thresholds"] = [{"metric": TASKS[name].monitor, "min": 0.0}]
         task["export"] = {**task.get("export", {}), "runs": 3, "warmup": 1, "serving_batch": 4, "calibration_images": 16}
+        task["gate"]["changes"] = []
     params["ray"]["num_workers"] = 2
     params["pipeline"]["tasks"] = list(params["tasks"])  # every configured task, whatever the default
     return params

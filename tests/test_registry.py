@@ -65,14 +65,16 @@ def test_gate_promotes_rejects_and_rolls_back(task, tmp_path, monkeypatch, capsy
     v2 = promote_candidate(ws, task, worse)
     assert not v2["passed"] and v2["reason"] == f"failed checks: {monitor}"
     change = v2["checks"][1]
-    # the champion was re-evaluated by the same code on the same test split
+    # the champion measured as at its promotion: its stored evaluation, same key (data, evaluate params, code)
     assert change["baseline"] == pytest.approx(first.metrics[monitor], abs=1e-6) and not change["passed"]
+    assert v2["champion_source"].startswith("stored evaluation reused") and change["interval"] is not None
     assert alias_version(client, name, "champion") == "1"
     assert alias_version(client, name, "challenger") == "2"
     assert verdict_of(client, name, "2")["passed"] == "false"
     assert "Promotion gate" in client.get_model_version(name, "2").description
 
-    better = log_candidate(ws, task, seed=2, metrics={**first.metrics, monitor: first.metrics[monitor] + 0.05})
+    # the champion's weights (seed 0): the paired bootstrap has no spread, the reported +0.05 decides
+    better = log_candidate(ws, task, seed=0, metrics={**first.metrics, monitor: first.metrics[monitor] + 0.05})
     v3 = promote_candidate(ws, task, better)
     assert v3["passed"] and v3["baseline_version"] == "1" and v3["previous_champion"] == "1"
     assert alias_version(client, name, "champion") == "3"
@@ -92,7 +94,9 @@ def test_gate_promotes_rejects_and_rolls_back(task, tmp_path, monkeypatch, capsy
     champion_moves = [(e["what"], e["from"], e["to"]) for e in entries if e["alias"] == "champion"]
     assert champion_moves == [("promote", None, "1"), ("promote", "1", "3"), ("rollback", "3", "1")]
     assert [e["to"] for e in entries if e["alias"] == "challenger"] == ["1", "2", "3", "4"]
-    assert main(["history", task]) == 0 and "rollback" in capsys.readouterr().out
+    assert main(["history", task]) == 0
+    out = capsys.readouterr().out
+    assert "rollback" in out and "v2 gate: failed checks" in out and "| check | rule | champion | candidate | interval | pass |" in out
 
 
 def test_no_thresholds_is_an_error_before_anything_is_registered(task, tmp_path, monkeypatch):

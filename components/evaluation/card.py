@@ -60,14 +60,13 @@ def _robustness(c: dict[str, Any], a: dict[str, Any]) -> str:
 
 
 def _verdict(v: dict[str, Any] | None) -> str:
-    # the gate's own table, as the registry shows it
-    from components.registry.gate import checks_table
-
+    """The verdict's outcome and the gate's own table (rendered by the registry, which fills
+    the verdict in: this layer does not import it)."""
     if v is None:
         return "**PENDING**: the promote stage fills this in."
     lines = [f"**{'PASSED' if v.get('passed') else 'NOT PASSED'}**: {v.get('reason', '')}"]
-    if v.get("checks"):
-        lines.append(checks_table(v["checks"]))
+    if v.get("table"):
+        lines.append(v["table"])
     return "\n\n".join(lines)
 
 

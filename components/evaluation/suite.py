@@ -169,3 +169,71 @@ def overlays(data: CVDataModule, suite: dict[str, Any], out: Path, count: int = 
         rows.append(spec.draw(to_uint8(image), record, classes, target))
     title = f"{len(picks)} worst test images by {spec.monitor}, worst first:"
     return save_figure(rows, out, spec.draw_legend(classes), title)
+
+
+# ---- for the promotion gate: the champion measured as the candidate is ----------------------
+
+EVALUATION_CODE = ("components/evaluation", "components/tasks")  # what computes metrics.json
+
+def code_hash(roots: tuple[str, ...] = EVALUATION_CODE) -> str:
+    """sha256 over the evaluation's source files (path and content), short."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    base = Path(__file__).resolve().parents[2]
+    for root in roots:
+        for path in sorted((base / root).rglob("*.py")):
+            digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def evaluation_key(params: Params, task: str, data_version: str) -> str:
+    """Same key, same metrics.json: the test data's DVC hash, the evaluate params (and the
+    seed their subsamples draw from) and the evaluation code. '' when the data has no DVC
+    hash yet (then nothing stored is reused)."""
+    import hashlib
+
+    if not data_version:
+        return ""
+    ev = params.task(task).evaluate.model_dump(mode="json")
+    blob = json.dumps({"data": data_version, "evaluate": ev, "seed": params.seed, "code": code_hash()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def split_predictions(model: torch.nn.Module, data: CVDataModule, batch_size: int) -> tuple[Any, Any]:
+    """(per-image predictions, targets) of a model on the test split, in split order."""
+    test = data.dataset("test")
+    return predict_all(data.spec, model, [test[i] for i in range(len(test))], batch_size)
+
+
+def paired_bootstrap(spec, classes: list[str], candidate: Any, champion: Any, targets: Any,
+                     samples: int, confidence: float, seed: int) -> dict[str, float]:
+    """The monitored metric's difference candidate - champion on the same test images, with
+    a percentile interval over `samples` resamples of the images: each resample counts the
+    same images for both models (paired), so what the two models share cancels out.
+
+    By hand because the resamples must be the same multisets for both models and the task's
+    `monitor_of_resamples` already measures B multisets in one vectorised call."""
+    import numpy as np
+
+    n = len(targets)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=samples)
+    ones = np.ones((1, n), dtype=np.int64)
+    of_candidate = spec.monitor_of_resamples(candidate, targets, classes)
+    of_champion = spec.monitor_of_resamples(champion, targets, classes)
+    diff = of_candidate(counts) - of_champion(counts)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(diff, [alpha, 1 - alpha])
+    return {"difference": float(of_candidate(ones)[0] - of_champion(ones)[0]), "low": float(low), "high": float(high),
+            "samples": samples, "confidence": confidence, "images": n}
+
+
+def files_hash(root: Path) -> str:
+    """sha256 over a data folder's files (path and content): the data version where dvc.lock
+    has none (a workspace DVC did not build)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]

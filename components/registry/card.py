@@ -15,7 +15,8 @@ from components.registry.gate import Candidate, Verdict
 
 
 def gate_section(verdict: Verdict) -> str:
-    against = f"against champion v{verdict.champion}" if verdict.champion else "cold start (no champion)"
+    against = (f"against champion v{verdict.champion} ({verdict.champion_source})" if verdict.champion
+               else "cold start (no champion)")
     outcome = "**blessed** (promoted to @champion)" if verdict.passed else f"**not blessed**: {verdict.reason}"
     return f"## Promotion gate\n\n{outcome}; {against}.\n\n{verdict.table()}\n"
 
@@ -26,7 +27,8 @@ def model_card(c: Candidate, version: str, verdict: Verdict) -> str:
               f"Serve: `mlflow models serve -m models:/{c.name}/{version}`.\n\n")
     card_json = StagePaths(c.task).metrics.parent / "card" / "card.json"
     if card_json.exists():
-        markdown, _ = write_card(card_json, verdict={**verdict.as_dict(), "version": version})
+        rendered = {**verdict.as_dict(), "version": version, "table": verdict.table()}  # the gate's one renderer
+        markdown, _ = write_card(card_json, verdict=rendered)
         body = markdown.read_text()  # its "Gate verdict" section now holds this verdict
     else:
         metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(c.metrics.items()))

@@ -30,7 +30,20 @@ def _client(params: Params, task: str) -> tuple[MlflowClient, str, str]:
 def history_command(params: Params, task: str, as_json: bool = False) -> str:
     client, name, _ = _client(params, task)
     entries = history(client, name)
-    return json.dumps(entries, indent=2) if as_json else format_history(name, entries)
+    if as_json:
+        return json.dumps(entries, indent=2)
+    return "\n\n".join([format_history(name, entries), *gate_tables(client, name, entries)])
+
+
+def gate_tables(client: MlflowClient, name: str, entries: list[dict]) -> list[str]:
+    """Each registered version's gate table (gate.gate_table, kept as its version tag)."""
+    versions = dict.fromkeys(e["to"] for e in entries if e["what"] == "register")
+    tables = []
+    for v in versions:
+        tags = client.get_model_version(name, v).tags
+        if "cvops.gate.table" in tags:
+            tables.append(f"v{v} gate: {tags.get('cvops.gate.reason', '')}\n{tags['cvops.gate.table']}")
+    return tables
 
 
 def rollback_command(params: Params, task: str, to: str | None) -> str:

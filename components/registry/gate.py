@@ -1,9 +1,16 @@
 """The promotion gate: a table of checks, failing closed.
 
 Value checks compare the candidate's metrics with fixed bounds; change checks compare them
-with the current @champion's metrics, re-evaluated by the same code on the same test data.
-No checks configured is a configuration error (never a silent pass); a metric the
-evaluation did not produce, for the candidate or the champion, is a failed check.
+with the current @champion's metrics, measured by the same evaluation suite on the same test
+data. The change check on the task's monitor metric is decided on a paired bootstrap
+interval of (candidate - champion) over the test images: it passes only when the interval's
+worse end is within the tolerance (`min_delta`), so a regression larger than the tolerance
+cannot pass by the luck of one test split. No checks configured is a configuration error
+(never a silent pass); a metric the evaluation did not produce, for the candidate or the
+champion, is a failed check.
+
+`gate_rows` is the one rendering of a verdict's checks (gate.json, version tags, model card,
+Prefect artifact and `cvops history` all show it).
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The champion's side of the change checks."""
+    metrics: dict[str, float]
+    source: str  # how they were measured: "stored evaluation (key ...)" or "re-evaluated ..."
+    paired: dict | None = None  # paired_bootstrap of the monitor: difference, low, high, samples, ...
+
+
+@dataclass(frozen=True)
 class Check:
     metric: str
     rule: str  # e.g. ">= 0.9" or "change (higher) >= -0.005"
@@ -32,6 +47,7 @@ class Check:
     passed: bool
     note: str = ""
     baseline: float | None = None  # the champion's value, for change checks
+    interval: list[float] | None = None  # paired bootstrap interval of the change (improvement direction)
 
 
 @dataclass(frozen=True)
@@ -40,28 +56,52 @@ class Verdict:
     checks: list[Check]
     reason: str
     champion: str | None = None  # the champion version the change checks ran against
+    champion_source: str = ""  # how the champion's metrics were obtained
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "reason": self.reason, "baseline_version": self.champion,
-                "checks": [asdict(c) for c in self.checks]}
+                "champion_source": self.champion_source, "checks": [asdict(c) for c in self.checks]}
 
     def table(self) -> str:
-        return checks_table(self.as_dict()["checks"])
+        return gate_table(self.as_dict())
 
+
+# ---- the one renderer ------------------------------------------------------------------------
 
 def _fmt(value: float | None, missing: str) -> str:
     return missing if value is None else f"{value:.4f}"
 
 
-def checks_table(checks: list[dict]) -> str:
-    """Markdown table of a verdict's checks (as stored in gate.json)."""
-    rows = ["| metric | threshold | baseline (champion) | candidate | pass |", "|---|---|---|---|---|"]
-    for c in checks:
-        baseline = _fmt(c.get("baseline"), "missing" if "change" in c["rule"] else "-")
-        rows.append(f"| {c['metric']} | {c['rule']} | {baseline} | {_fmt(c['value'], 'missing')} | "
-                    f"{'yes' if c['passed'] else '**no**'} |")
-    return "\n".join(rows)
+def gate_rows(verdict: dict) -> list[dict[str, str]]:
+    """A verdict (as stored in gate.json) as rows of strings: check, rule, champion,
+    candidate, interval, pass. Every view of a verdict renders these rows."""
+    rows = []
+    for c in verdict.get("checks", []):
+        change = "change" in c["rule"]
+        interval = c.get("interval")
+        rows.append({
+            "check": c["metric"], "rule": c["rule"],
+            "champion": _fmt(c.get("baseline"), "missing" if change else "-"),
+            "candidate": _fmt(c.get("value"), "missing"),
+            "interval": f"[{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "-",
+            "pass": "yes" if c["passed"] else "**no**",
+        })
+    return rows
 
+
+def gate_table(verdict: dict) -> str:
+    """Markdown table of `gate_rows`, headed by how the champion was measured."""
+    rows = gate_rows(verdict)
+    header = ["check", "rule", "champion", "candidate", "interval", "pass"]
+    lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
+    lines += [f"| {' | '.join(r[h] for h in header)} |" for r in rows]
+    source = verdict.get("champion_source")
+    if verdict.get("baseline_version") and source:
+        lines.append(f"\nChampion v{verdict['baseline_version']}: {source}.")
+    return "\n".join(lines)
+
+
+# ---- checks ------------------------------------------------------------------------------------
 
 def check_config(gate: GateConfig, task: str) -> None:
     """Raise before anything is registered when the gate would check nothing."""
@@ -91,32 +131,51 @@ def value_check(t: Threshold, metrics: dict[str, float]) -> Check:
     return Check(t.metric, rule, value, (t.min is None or value >= t.min) and (t.max is None or value <= t.max))
 
 
-def change_check(t: ChangeThreshold, metrics: dict[str, float], champion: dict[str, float]) -> Check:
-    """Improvement in `t.direction` (positive = better) against the champion's value."""
+def change_check(t: ChangeThreshold, metrics: dict[str, float], champion: dict[str, float],
+                 paired: dict | None = None) -> Check:
+    """Improvement in `t.direction` (positive = better) against the champion's value. With
+    `paired` (the bootstrap of candidate - champion), `min_delta` applies to the interval's
+    worse end: the candidate passes only if the data rule out a regression beyond it."""
     parts = [f"change ({t.direction}) >= {t.min_delta:+g}" if t.min_delta is not None else "",
              f"relative change ({t.direction}) >= {t.min_relative_delta:+.2%}" if t.min_relative_delta is not None else ""]
+    if paired is not None and t.min_delta is not None:
+        parts[0] = f"change ({t.direction}), {paired['confidence']:.0%} paired-bootstrap low end >= {t.min_delta:+g}"
     rule = " and ".join(p for p in parts if p)
     value, baseline = metrics.get(t.metric), champion.get(t.metric)
     if value is None or baseline is None:
         who = "candidate" if value is None else "champion"
         return Check(t.metric, rule, value, False, _missing(metrics if value is None else champion, who), baseline)
-    change = (value - baseline) if t.direction == "higher" else (baseline - value)
+    sign = 1 if t.direction == "higher" else -1
+    change = sign * (value - baseline)
     relative = change / abs(baseline) if baseline != 0 else (0.0 if change == 0 else float("inf") * change)
-    ok = (t.min_delta is None or change >= t.min_delta) and (t.min_relative_delta is None or relative >= t.min_relative_delta)
-    return Check(t.metric, rule, value, ok, f"change {change:+.4f} ({relative:+.2%})", baseline)
+    interval = None
+    if paired is not None:  # the resamples' spread around the reported change (metrics.json's values:
+        # the same numbers for real evaluations, and the ones tests construct)
+        spread = [sign * (paired[end] - paired["difference"]) for end in ("low", "high")]
+        interval = sorted(change + s for s in spread)
+    worst = interval[0] if interval else change
+    ok = (t.min_delta is None or worst >= t.min_delta) and (t.min_relative_delta is None or relative >= t.min_relative_delta)
+    note = f"change {change:+.4f} ({relative:+.2%})" + (f", interval [{interval[0]:+.4f}, {interval[1]:+.4f}] over "
+                                                        f"{paired['images']} images" if interval else "")
+    return Check(t.metric, rule, value, ok, note, baseline, interval)
 
 
 def evaluate_gate(gate: GateConfig, metrics: dict[str, float], task: str,
-                  champion: dict[str, float] | None = None, champion_version: str | None = None) -> Verdict:
-    """The verdict on a candidate. `champion` is the current champion's metrics on the same
-    test data, or None when there is no champion (cold start)."""
+                  champion: dict[str, float] | Baseline | None = None, champion_version: str | None = None,
+                  monitor: str | None = None) -> Verdict:
+    """The verdict on a candidate. `champion` is the current champion's evaluation on the
+    same test data (a Baseline, or bare metrics), or None when there is no champion (cold
+    start). The change check on `monitor` uses the Baseline's paired bootstrap when present."""
     check_config(gate, task)
     checks = [value_check(t, metrics) for t in gate.thresholds]
-    if champion is not None:
-        checks += [change_check(t, metrics, champion) for t in gate.changes]
+    baseline = champion if isinstance(champion, Baseline) or champion is None else Baseline(champion, "")
+    if baseline is not None:
+        checks += [change_check(t, metrics, baseline.metrics, baseline.paired if t.metric == monitor else None)
+                   for t in gate.changes]
     elif gate.cold_start == "refuse":
         return Verdict(False, checks, "no champion yet and gate.cold_start is 'refuse'")
+    source = baseline.source if baseline else ""
     failed = [c.metric for c in checks if not c.passed]
-    if failed:
-        return Verdict(False, checks, f"failed checks: {', '.join(dict.fromkeys(failed))}", champion_version)  # each metric once
-    return Verdict(True, checks, "all checks passed", champion_version)
+    if failed:  # each metric once, in the table's order
+        return Verdict(False, checks, f"failed checks: {', '.join(dict.fromkeys(failed))}", champion_version, source)
+    return Verdict(True, checks, "all checks passed", champion_version, source)

@@ -14,9 +14,10 @@ import json
 from mlflow import MlflowClient
 
 from components.config import Params, params_hash
+from components.evaluation.suite import evaluation_key, files_hash
 from components.paths import StagePaths
-from components.registry.gate import Verdict, check_config
-from components.registry.lineage import lineage_tags
+from components.registry.gate import Verdict, check_config, gate_table
+from components.registry.lineage import data_hash, lineage_tags
 from components.registry.promotion import Candidate, champion_evaluator, promote
 from components.runtime import tracking
 
@@ -31,15 +32,18 @@ def run(params: Params, task: str) -> Verdict:
     client, name = MlflowClient(), tracking.model_name(params, task)
     candidate = Candidate(task, name, run_info["model_uri"], run_info["run_id"], metrics,
                           lineage_tags(task, str(paths.data), params_hash(cfg), run_info["run_id"], params))
-    evaluate = champion_evaluator(name, paths.data, cfg.train.batch_size, cfg.gate)
-    result = promote(client, tracking.tracking_uri(params), cfg.gate, candidate, evaluate)
+    key = evaluation_key(params, task, data_hash(f"prepare@{task}", str(paths.data)) or files_hash(paths.data))
+    evaluate = champion_evaluator(params, task, candidate, key)
+    result = promote(client, tracking.tracking_uri(params), cfg.gate, candidate, evaluate, key)
     verdict = result.verdict
 
     report = {**verdict.as_dict(), "model": name, "version": result.version,
-              "previous_champion": result.previous_champion, "champion": result.champion, "run_id": run_info["run_id"]}
+              "previous_champion": result.previous_champion, "champion": result.champion, "run_id": run_info["run_id"],
+              "evaluation_key": key}
+    report["table"] = gate_table(report)
     paths.verdict.parent.mkdir(parents=True, exist_ok=True)
     paths.verdict.write_text(json.dumps(report, indent=2))
     status = (f"PROMOTED to {name}@champion" if verdict.passed
               else f"NOT promoted ({verdict.reason}); @champion stays {result.champion}")
-    print(f"{name} version {result.version}: {status}\n{verdict.table()}")
+    print(f"{name} version {result.version}: {status}\n{report['table']}")
     return verdict
