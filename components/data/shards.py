@@ -165,6 +165,19 @@ class ShardRoot:
         return str(self.path)
 
 
-def dataset_root(root: Path) -> Path | ShardRoot:
-    """`root` itself for a loose dataset, a ShardRoot for a sharded one."""
+class MemberRoot:
+    """A root over files held in memory ({relative path: bytes}): a streamed batch's samples."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def __truediv__(self, rel: str) -> io.BytesIO:
+        return io.BytesIO(self.files[str(rel)])
+
+
+def dataset_root(root: Any) -> Path | ShardRoot | MemberRoot:
+    """What `ImageDataset` reads files through: a loose dataset's folder, a ShardRoot for a
+    sharded one, or an already open root."""
+    if isinstance(root, ShardRoot | MemberRoot):
+        return root
     return ShardRoot(root) if is_sharded(root) else Path(root)

@@ -37,6 +37,22 @@ def _copy_user_dataset(source: Path, out: Path) -> None:
     shutil.copytree(check_user_dataset(source), out, dirs_exist_ok=True)
 
 
+def _shard(params: Params, out: Path, task: str, shard_size_mb: float, manifest: Path) -> int:
+    """scale (issue 18): pack `out` into shards, then the manifests with Ray Data on the cluster."""
+    from components.data import ray_data, shards
+    from components.runtime import ray_cluster
+
+    count = shards.write_shards(out, get_task(task), shard_size_mb)
+    _, started_here = ray_cluster.connect(params)
+    try:
+        info = ray_data.write_manifest(out, get_task(task), manifest)
+    finally:
+        if started_here:
+            ray_cluster.shutdown()
+    print(f"{count} shards in {out}/shards/; manifest by Ray Data on {len(info['nodes'])} node(s): {info['nodes']}")
+    return info["images"]
+
+
 def run(params: Params, task: str) -> Path:
     cfg, paths = params.task(task).data, StagePaths(task)
     out = paths.data
@@ -54,6 +70,9 @@ def run(params: Params, task: str) -> Path:
         digits.export(out, splits, params.seed)
     else:
         _copy_user_dataset(Path(cfg.path), out)
-    rows = write_manifest(out, get_task(task), paths.manifest)
+    if cfg.storage == "shards":  # scale (issue 18): tar shards + Parquet index, manifests through Ray Data
+        rows = _shard(params, out, task, cfg.shard_size_mb, paths.manifest)
+    else:
+        rows = write_manifest(out, get_task(task), paths.manifest)
     print(f"prepared {rows} images ({cfg.source}) in {out}/, manifest {paths.manifest}")
     return out
