@@ -69,6 +69,9 @@ class DataConfig(Strict):
     objects_per_image: tuple[int, int] = (1, 1)
     minority_fraction: float = Field(0.2, gt=0, lt=1, description="share of the 'night' group")
     splits: Splits = Splits()
+    # scale (issue 18): WebDataset tar shards + Parquet index instead of loose files (components/data/shards.py)
+    storage: Literal["loose", "shards"] = "loose"
+    shard_size_mb: float = Field(256.0, gt=0, description="target size of one tar shard (storage: shards)")
 
     @model_validator(mode="after")
     def _path_needs_source(self) -> DataConfig:

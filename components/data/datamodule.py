@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from components.data import shards
 from components.data.images import load_rgb
 from components.tasks.base import TaskSpec
 
@@ -52,7 +53,8 @@ class ImageDataset(Dataset):
     """(image [3, H, W] float, target) pairs for one split."""
 
     def __init__(self, root: Path, records: list[dict], spec: TaskSpec, classes: list[str], transform: v2.Compose):
-        self.root, self.records, self.spec, self.transform = Path(root), records, spec, transform
+        self.records, self.spec, self.transform = records, spec, transform
+        self.root = shards.dataset_root(root)  # scale (issue 18): loose folder or sharded dataset
         self.class_to_idx = {name: i for i, name in enumerate(classes)}
 
     def __len__(self) -> int:

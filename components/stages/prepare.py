@@ -81,6 +81,22 @@ def write_checked_manifest(root: Path, task: str, manifest: Path, max_side: int 
                                 f"data ({missing}).\n    fix: write them in the layout of the README's Data section") from None
 
 
+def _shard(params: Params, out: Path, task: str, shard_size_mb: float, manifest: Path) -> int:
+    """scale (issue 18): pack `out` into shards, then the manifests with Ray Data on the cluster."""
+    from components.data import ray_data, shards
+    from components.runtime import ray_cluster
+
+    count = shards.write_shards(out, get_task(task), shard_size_mb)
+    _, started_here = ray_cluster.connect(params)
+    try:
+        info = ray_data.write_manifest(out, get_task(task), manifest)
+    finally:
+        if started_here:
+            ray_cluster.shutdown()
+    print(f"{count} shards in {out}/shards/; manifest by Ray Data on {len(info['nodes'])} node(s): {info['nodes']}")
+    return info["images"]
+
+
 def run(params: Params, task: str) -> Path:
     cfg, paths = params.task(task).data, StagePaths(task)
     out = paths.data
@@ -100,6 +116,9 @@ def run(params: Params, task: str) -> Path:
         how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed,
                                   params.task(task).contract.near_duplicate_distance or 0)
         print(f"data.path {cfg.path}: found {how}")
-    rows = write_checked_manifest(out, task, paths.manifest, params.task(task).contract.max_size)
+    if cfg.storage == "shards":  # scale (issue 18): tar shards + Parquet index, manifests through Ray Data
+        rows = _shard(params, out, task, cfg.shard_size_mb, paths.manifest)
+    else:
+        rows = write_checked_manifest(out, task, paths.manifest, params.task(task).contract.max_size)
     print(f"prepared {rows} images ({cfg.source}) in {out}/, manifest {paths.manifest}")
     return out

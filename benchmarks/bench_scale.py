@@ -1,0 +1,136 @@
+"""Scale benchmark (issue 18): synthetic shapes at N images, loose vs sharded.
+
+Each phase runs in its own subprocess so its peak RSS (ru_maxrss of that child) is its own:
+  generate   shapes.generate (the loose dataset; what prepare writes today)
+  manifest   the loose manifest (components/data/manifest.py, a thread pool in one process)
+  shard      shards.write_shards (tar shards + Parquet index)
+  ray_data   the manifest through Ray Data map_batches over the shards (local Ray, 2 CPUs)
+  input      one epoch of training input: bare DataLoader over the loose files vs
+             Ray Data iter_torch_batches over the shards (decode + transform, no model)
+  dvc        `dvc add` / `dvc status` / `dvc push` (local remote) of the loose vs sharded folder
+
+    .venv/bin/python benchmarks/bench_scale.py --images 10000 [--phases generate,shard,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "classification"
+
+
+def phase(name: str, work: Path, images: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from components.data import manifest, shapes, shards
+    from components.tasks import get_task
+
+    spec, loose, sharded = get_task(TASK), work / "loose", work / "sharded"
+    start, cpu = time.perf_counter(), time.process_time()
+    extra: dict = {}
+    if name == "generate":
+        shutil.rmtree(work, ignore_errors=True)
+        shapes.generate(loose, shapes.ShapesConfig(num_images=images, image_size=32))
+        shutil.rmtree(loose / "masks")  # classification does not read them
+    elif name == "manifest":
+        manifest.write_manifest(loose, spec, work / "loose_manifest.csv")
+    elif name == "shard":
+        shutil.rmtree(sharded, ignore_errors=True)
+        shutil.copytree(loose, sharded)
+        start = time.perf_counter()
+        extra["shards"] = shards.write_shards(sharded, spec, 16.0)
+    elif name in ("ray_data", "input_ray"):
+        import ray
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        start = time.perf_counter()
+        if name == "ray_data":
+            from components.data import ray_data
+
+            extra.update(ray_data.write_manifest(sharded, spec, work / "ray_manifest.csv"))
+            extra["nodes"] = len(extra["nodes"])
+        else:
+            extra["images"] = _ray_epoch(sharded, spec)
+    elif name == "input_loader":
+        from components.data.datamodule import CVDataModule
+
+        loader = CVDataModule(loose, spec, 32, 64, ["hflip"]).train_dataloader()
+        extra["images"] = sum(len(batch[0]) for batch in loader)
+    elif name == "dvc":
+        extra.update(_dvc(work))
+    seconds = time.perf_counter() - start
+    out = {"phase": name, "images": images, "seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu, 2),
+           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}
+    if "images" in extra and name.startswith("input"):
+        out["images_per_s"] = round(extra["images"] / seconds)
+    return out
+
+
+def _ray_epoch(sharded: Path, spec) -> int:
+    """One epoch as a Ray Train worker sees it: the train shards streamed, shuffled, collated
+    by RayTrainBatches.collate (decode, transform), outside a Train run (one consumer)."""
+    import ray
+    from ray.data import FileShuffleConfig
+
+    from components.data import shards
+    from components.data.datamodule import dataset_classes
+    from components.training.ray_input import SHUFFLE_BUFFER, RayTrainBatches
+
+    batches = RayTrainBatches.__new__(RayTrainBatches)  # its collate, without a Train context
+    batches.spec, batches.classes = spec, dataset_classes(sharded, spec, spec.read_records(sharded))
+    from components.data.datamodule import build_transform
+
+    batches.transform = build_transform(spec, 32, ["hflip"])
+    ds = ray.data.read_webdataset(shards.shard_paths(sharded, "train"), decoder=None, shuffle=FileShuffleConfig(seed=0))
+    return sum(len(b[0]) for b in ds.iter_torch_batches(batch_size=64, collate_fn=batches.collate,
+                                                          local_shuffle_buffer_size=SHUFFLE_BUFFER, local_shuffle_seed=0))
+
+
+def _dvc(work: Path) -> dict:
+    dvc = str(Path(sys.executable).parent / "dvc")
+    repo = work / "dvcrepo"
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir()
+    run = lambda *a: subprocess.run(a, cwd=repo, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run(dvc, "init", "-q")
+    run(dvc, "remote", "add", "-d", "local", str(work / "remote"))
+    out = {}
+    for name in ("loose", "sharded"):
+        shutil.copytree(work / name, repo / name, ignore=shutil.ignore_patterns("*.csv") if name == "x" else None)
+        for command in ("add", "status", "push"):
+            start = time.perf_counter()
+            run(dvc, command, *([name] if command == "add" else [f"{name}.dvc"]))
+            out[f"{name}_{command}_s"] = round(time.perf_counter() - start, 2)
+        out[f"{name}_files"] = sum(1 for p in (repo / name).rglob("*") if p.is_file())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--phases", default="generate,manifest,shard,ray_data,input_loader,input_ray,dvc")
+    parser.add_argument("--work", default="/tmp/cvops-bench-scale")
+    parser.add_argument("--child", default=None)
+    args = parser.parse_args()
+    work = Path(args.work)
+    if args.child:
+        print(json.dumps(phase(args.child, work, args.images)))
+        return
+    for name in args.phases.split(","):
+        result = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--work", str(work), "--child", name],
+                                capture_output=True, text=True)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        print(lines[-1] if lines else f"{name} failed:\n{result.stderr[-3000:]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

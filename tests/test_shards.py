@@ -1,0 +1,84 @@
+"""Sharded storage (components/data/shards.py, ray_data.py): deterministic shards, random
+access by offset, and the Ray Data manifests equal to the loose path's (the reference)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from components.data import manifest, shapes, shards
+from components.tasks import get_task
+
+CONFIG = shapes.ShapesConfig(num_images=40, image_size=16, seed=3)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _sharded(path: Path, task: str = "segmentation", size_mb: float = 0.005) -> Path:
+    shapes.generate(path, CONFIG)
+    shards.write_shards(path, get_task(task), size_mb)
+    return path
+
+
+def test_same_dataset_gives_byte_identical_shards(tmp_path: Path) -> None:
+    a, b = _sharded(tmp_path / "a"), _sharded(tmp_path / "b")
+    assert len(shards.shard_paths(a)) > 3  # several shards per split, so cut points are exercised
+    assert _files(a / "shards") == _files(b / "shards")
+    assert (a / shards.INDEX).read_bytes() == (b / shards.INDEX).read_bytes()
+    assert not (a / "images").exists() and not (a / "masks").exists()  # packed files are removed
+
+
+def test_changed_image_rewrites_its_shard_and_later_ones_of_its_split_only(tmp_path: Path) -> None:
+    a = _sharded(tmp_path / "a")
+    b = tmp_path / "b"
+    shapes.generate(b, CONFIG)
+    test_image = next(r["path"] for r in get_task("segmentation").read_records(b) if r["split"] == "test")
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(b / test_image)
+    shards.write_shards(b, get_task("segmentation"), 0.005)
+    before, after = _files(a / "shards"), _files(b / "shards")
+    changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    assert changed and all(name.startswith("test-") for name in changed)
+
+
+def test_shard_root_reads_every_stored_file_as_the_loose_bytes(tmp_path: Path) -> None:
+    loose = shapes.generate(tmp_path / "loose", CONFIG)
+    root = shards.ShardRoot(_sharded(tmp_path / "s"))
+    for record in get_task("segmentation").read_records(loose):
+        for rel in (record["path"], record["mask"]):
+            assert (root / rel).read() == (loose / rel).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("task", ["classification", *(pytest.param(t, marks=pytest.mark.slow) for t in ("detection", "segmentation"))])
+def test_ray_data_manifests_equal_the_loose_ones(tmp_path: Path, local_ray, task: str) -> None:
+    from components.data import ray_data
+
+    spec = get_task(task)
+    loose = shapes.generate(tmp_path / "loose", CONFIG)
+    manifest.write_manifest(loose, spec, loose / "manifest.csv")
+    sharded = _sharded(tmp_path / "s", task)
+    info = ray_data.write_manifest(sharded, spec, sharded / "manifest.csv")
+    assert info["images"] == CONFIG.num_images
+    for name, keys in (("manifest.csv", ["path"]), ("annotations.csv", ["path", "kind", "label", "value", "x1"])):
+        read = [pd.read_csv(root / name, dtype=str, keep_default_na=False).sort_values(keys).reset_index(drop=True)
+                for root in (loose, sharded)]
+        pd.testing.assert_frame_equal(*read)
+    stats = ray_data.contract_stats(sharded, spec)
+    frame = pd.read_csv(loose / "manifest.csv")
+    assert stats["images"] == len(frame) and stats["bytes"] == frame["bytes"].sum()
+    assert stats["split_group_images"] == {f"{s}/{g}": n for (s, g), n in frame.groupby(["split", "group"]).size().items()}
+    shutil.rmtree(tmp_path)
