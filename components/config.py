@@ -157,8 +157,12 @@ class GateConfig(Strict):
     thresholds: list[Threshold] = []
     changes: list[ChangeThreshold] = Field([], description="checks against the current @champion")
 
+    servable: list[Threshold] = Field([], description=(
+        "rules on an exported artifact (metrics export/<format>/...): a failed one makes that format "
+        "not servable without refusing the model"))
+
     def metrics(self) -> list[str]:
-        return list(dict.fromkeys([t.metric for t in self.thresholds] + [c.metric for c in self.changes]))
+        return list(dict.fromkeys([t.metric for t in (*self.thresholds, *self.servable)] + [c.metric for c in self.changes]))
 
 
 class ContractConfig(Strict):
@@ -351,10 +355,10 @@ class Params(Strict):
         """A gate metric the evaluation never produces fails here, when params are loaded (so
         `dvc repro` stops in its first stage), not at promote after training."""
         from components.evaluation.gate_metrics import metric_names
-        from components.tasks import TASKS
+        from components.tasks import MONITORS
 
         for name, task in self.tasks.items():
-            known, prefixes = metric_names(name, TASKS[name].monitor, task.evaluate)
+            known, prefixes = metric_names(name, MONITORS[name], task.evaluate)
             for metric in task.gate.metrics():
                 if metric in known or any(p and metric.startswith(p) and metric != p for p in prefixes):
                     continue

@@ -181,3 +181,16 @@ def test_gate_metric_typo_fails_at_load_with_a_suggestion(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "did you mean 'adversarial/pgd_miou@0.04'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_failed_artifact_rule_withholds_that_format_not_the_model():
+    gate = GateConfig(thresholds=[Threshold(metric="accuracy", min=0.9)],
+                      servable=[Threshold(metric="export/int8/drop", max=0.005), Threshold(metric="export/fp32/drop", max=0.005)])
+    exported = {"accuracy": 0.95, "export/fp32/drop": 0.0, "export/int8/drop": 0.02}
+    verdict = evaluate_gate(gate, exported, "classification")
+    assert verdict.passed and verdict.servable == ("torch", "onnx-fp32")  # INT8 lost 2 points: not shipped
+    assert "not servable: onnx-int8 (export/int8/drop)" in verdict.reason
+    assert evaluate_gate(gate, {**exported, "export/int8/drop": 0.001}, "classification").servable == ("torch", "onnx-fp32", "onnx-int8")
+    assert evaluate_gate(gate, {"accuracy": 0.95}, "classification").servable == ("torch",)  # nothing exported
+    refused = evaluate_gate(gate, {**exported, "accuracy": 0.5}, "classification")
+    assert not refused.passed and refused.servable == () and "accuracy" in refused.reason and "int8" not in refused.reason

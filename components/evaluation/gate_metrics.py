@@ -27,4 +27,5 @@ def metric_names(task: str, monitor: str, ev) -> tuple[set[str], tuple[str, ...]
     names |= {f"robustness/mean_corruption_{monitor}", "robustness/retention", "robustness/mce"}
     names |= {f"robustness/{n}_error" for n in ev.corruptions}
     names |= {f"adversarial/{attack}_{monitor}@{eps:g}" for attack in ("fgsm", "pgd") for eps in ev.eps}
-    return names, (PER_CLASS.get(task, ""), f"fairness/{monitor}/")
+    names |= {f"export/{fmt}/{m}" for fmt in ("fp32", "int8") for m in ("drop", "speedup", monitor)} | {"export/fp32/max_abs_diff"}
+    return names, (PER_CLASS.get(task, ""), f"fairness/{monitor}/", "export/")  # export/: the export stage's figures

@@ -57,10 +57,12 @@ class Verdict:
     reason: str
     champion: str | None = None  # the champion version the change checks ran against
     champion_source: str = ""  # how the champion's metrics were obtained
+    servable: tuple[str, ...] = ()  # what may be deployed: torch, and each export format whose rules passed
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "reason": self.reason, "baseline_version": self.champion,
-                "champion_source": self.champion_source, "checks": [asdict(c) for c in self.checks]}
+                "champion_source": self.champion_source, "servable": list(self.servable),
+                "checks": [asdict(c) for c in self.checks]}
 
     def table(self) -> str:
         return gate_table(self.as_dict())
@@ -176,6 +178,28 @@ def evaluate_gate(gate: GateConfig, metrics: dict[str, float], task: str,
         return Verdict(False, checks, "no champion yet and gate.cold_start is 'refuse'")
     source = baseline.source if baseline else ""
     failed = [c.metric for c in checks if not c.passed]
+    artifacts, servable = servable_formats(gate, metrics)
     if failed:  # each metric once, in the table's order
-        return Verdict(False, checks, f"failed checks: {', '.join(dict.fromkeys(failed))}", champion_version, source)
-    return Verdict(True, checks, "all checks passed", champion_version, source)
+        return Verdict(False, checks + artifacts, f"failed checks: {', '.join(dict.fromkeys(failed))}", champion_version, source)
+    refused = [c.metric for c in artifacts if not c.passed]
+    reason = "all checks passed" + (f"; not servable: {', '.join(sorted(set(EXPORTED) - set(servable)))} "
+                                    f"({', '.join(refused)})" if refused else "")
+    return Verdict(True, checks + artifacts, reason, champion_version, source, ("torch", *servable))
+
+
+EXPORTED = ("onnx-fp32", "onnx-int8")  # what the export stage ships, as `cvops predict --runtime` names them
+
+
+def servable_formats(gate: GateConfig, metrics: dict[str, float]) -> tuple[list[Check], list[str]]:
+    """The artifact rules' checks (gate.servable, on export/<format>/... metrics) and the
+    exported formats that may be served: exported (its export/<format>/drop was measured) and
+    every rule on it passed. A failed artifact rule refuses that artifact, not the model."""
+    checks = []
+    for t in gate.servable:
+        c = value_check(t, metrics)
+        fmt = t.metric.split("/")[1] if t.metric.startswith("export/") else "?"
+        checks.append(Check(c.metric, f"{c.rule} (else onnx-{fmt} is not served)", c.value, c.passed, c.note))
+    servable = [name for name in EXPORTED
+                if f"export/{name.removeprefix('onnx-')}/drop" in metrics
+                and all(c.passed for c in checks if c.metric.startswith(f"export/{name.removeprefix('onnx-')}/"))]
+    return checks, servable

@@ -143,7 +143,12 @@ def load_predictor(name: str, alias: str, runtime: str = "torch"):
     from components.serving.pyfunc import _images
 
     try:
-        run_id = mlflow.MlflowClient().get_model_version_by_alias(name, alias).run_id
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+        run_id, servable = version.run_id, version.tags.get("cvops.servable")
+        if servable is not None and runtime not in servable.split(","):
+            raise ConfigError(f"{name}@{alias} (version {version.version}): {runtime} is not servable, its export "
+                              f"failed the gate's artifact rules (servable: {servable}; `cvops history` shows why); "
+                              "use --runtime torch or one of those")
         export_dir = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="export", dst_path=tempfile.mkdtemp())
     except mlflow.exceptions.MlflowException as exc:
         raise ConfigError(f"{name}@{alias} has no exported ONNX model ({exc.message.splitlines()[0]}): "

@@ -26,6 +26,8 @@ def run(params: Params, task: str) -> Verdict:
     cfg, paths = params.task(task), StagePaths(task)
     check_config(cfg.gate, task)  # configuration errors before anything is read or registered
     metrics = json.loads(paths.metrics.read_text())
+    if paths.export_report.is_file():  # the export stage's figures: what the gate's artifact rules judge
+        metrics |= {k: v for k, v in json.loads(paths.export_report.read_text()).items() if isinstance(v, int | float)}
     run_info = json.loads(paths.run_info.read_text())
     tracking.training_run(params, paths.run_info)  # the candidate is registered from it
     tracking.setup(params, task)

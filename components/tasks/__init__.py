@@ -19,11 +19,17 @@ MODULES = {  # name -> the module whose SPEC is the task's TaskSpec
     "detection": "components.tasks.detection",
     "segmentation": "components.tasks.segmentation",
 }
+# name -> the metric the task is selected, tuned and gated on (its TaskSpec's `monitor`): here
+# so that params validation knows it without importing the task's module
+MONITORS = {"classification": "accuracy", "detection": "map_50", "segmentation": "miou"}
 
 
 class _Registry(Mapping):
     def __getitem__(self, name: str) -> TaskSpec:
         return import_module(MODULES[name]).SPEC
+
+    def __contains__(self, name: object) -> bool:  # Mapping's default would import the module
+        return name in MODULES
 
     def __iter__(self) -> Iterator[str]:
         return iter(MODULES)

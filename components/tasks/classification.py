@@ -18,6 +18,7 @@ import torchmetrics
 from torch import nn
 from torchvision import models as tvm
 
+from components.tasks import MONITORS
 from components.tasks.base import TaskSpec
 from components.tasks.nets import SmallCNN
 
@@ -34,7 +35,7 @@ def _read_imagefolder(root: Path) -> list[dict[str, Any]]:
 
 class ClassificationTask(TaskSpec):
     name = "classification"
-    monitor = "accuracy"
+    monitor = MONITORS["classification"]
     models = {
         "small_cnn": SmallCNN,
         "resnet18": partial(tvm.resnet18, weights=None),

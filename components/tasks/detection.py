@@ -28,6 +28,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms import v2
 
+from components.tasks import MONITORS
 from components.tasks.base import TaskSpec
 from components.tasks.nets import SmallDetectionBody
 
@@ -195,7 +196,7 @@ def average_precision(tp: np.ndarray, fp: np.ndarray, positives: np.ndarray) -> 
 
 class DetectionTask(TaskSpec):
     name = "detection"
-    monitor = "map_50"
+    monitor = MONITORS["detection"]
     models = _zoo()
 
     # ---- reading and targets

@@ -22,6 +22,7 @@ from torchvision import tv_tensors
 from torchvision.models import segmentation as tvs
 
 from components.data.safepath import ESCAPES, inside_root
+from components.tasks import MONITORS
 from components.tasks.base import TaskSpec
 from components.tasks.nets import SmallUNet
 
@@ -49,7 +50,7 @@ def iou_and_dice(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class SegmentationTask(TaskSpec):
     name = "segmentation"
-    monitor = "miou"
+    monitor = MONITORS["segmentation"]
     models = {
         "unet_small": SmallUNet,
         "lraspp_mobilenet_v3_large": partial(tvs.lraspp_mobilenet_v3_large, weights=None, weights_backbone=None),
