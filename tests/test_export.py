@@ -16,6 +16,7 @@ import yaml
 
 from components.config import load_params
 from components.paths import StagePaths
+from components.runtime import tracking
 from components.tasks import TASKS
 from tests.registry_helpers import (
     log_candidate,
@@ -49,6 +50,16 @@ def exported_workspace(tmp_path, task, monkeypatch, export=TINY_EXPORT):
     return ws, candidate, report
 
 
+def _mask(mask) -> np.ndarray:
+    """A record's mask: class ids inline (the pyfunc's records) or, from `cvops predict`, the
+    index PNG it wrote."""
+    if isinstance(mask, dict):
+        from PIL import Image
+
+        return np.asarray(Image.open(mask["index"]))
+    return np.asarray(mask)
+
+
 def _close(torch_record: dict, onnx_record: dict) -> None:
     """The same prediction within the stated tolerances (labels and box counts exactly)."""
     if "detections" in torch_record:
@@ -61,7 +72,8 @@ def _close(torch_record: dict, onnx_record: dict) -> None:
             assert any(x["label"] == y["label"] and abs(x["score"] - y["score"]) <= SCORE_TOLERANCE
                        and np.abs(np.subtract(x["box"], y["box"])).max() <= BOX_TOLERANCE for y in b), x
     elif "mask" in torch_record:
-        assert np.mean(np.array(torch_record["mask"]) != np.array(onnx_record["mask"])) < 1e-3
+        a, b = (_mask(r["mask"]) for r in (torch_record, onnx_record))
+        assert np.mean(a != b) < 1e-3
     else:
         assert torch_record["label"] == onnx_record["label"]
         for name, p in torch_record["probabilities"].items():
@@ -89,7 +101,7 @@ def test_export_stage_parity_cost_and_serving(tmp_path, monkeypatch, task):
     client = mlflow.MlflowClient()
     attached = {a.path for a in client.list_artifacts(candidate.run_id, "export")}
     assert {"export/model.fp32.onnx", "export/model.int8.onnx", "export/meta.json", "export/export.json"} <= attached
-    assert client.get_run(candidate.run_id).data.metrics["export_int8_drop"] == pytest.approx(report["export/int8/drop"])
+    assert client.get_run(candidate.run_id).data.metrics[tracking.metric_key("export/int8/drop")] == pytest.approx(report["export/int8/drop"])
     images = pd.DataFrame({"image": [p.read_bytes() for p in split_images(ws, task, 4)]})
     torch_records = mlflow.pyfunc.load_model(candidate.model_uri).predict(images)
     logged = [m for m in mlflow.search_logged_models(output_format="list")

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from components.cli import main
 from components.runtime import submit
 from components.runtime.redact import redact
-from tests.conftest import git
+from tests.conftest import ROOT, git
 from tests.registry_helpers import log_candidate, promote_candidate
 from tests.test_lineage import MODEL, TASK, repo  # noqa: F401  (the fixture)
 
@@ -69,6 +69,7 @@ def test_submit_passes_credentials_in_a_private_file_never_in_argv(monkeypatch, 
     cmd = submit.command("train", TASK, "http://127.0.0.1:8265", "/private/runtime_env.yaml")
     assert not leaks(" ".join(cmd)) and "--runtime-env-json" not in cmd
     assert submit.runtime_env()["env_vars"]["AWS_SECRET_ACCESS_KEY"] == AWS_SECRET  # the job still gets it
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())  # submit validates them first
     assert main(["submit", "train", "--task", TASK, "--dry-run"]) == 0
     out = capsys.readouterr()
     assert "http://bob:***@mlflow.example:5000" in out.out and not leaks(out.out + out.err)
