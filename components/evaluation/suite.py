@@ -173,33 +173,6 @@ def overlays(data: CVDataModule, suite: dict[str, Any], out: Path, count: int = 
 
 # ---- for the promotion gate: the champion measured as the candidate is ----------------------
 
-EVALUATION_CODE = ("components/evaluation", "components/tasks")  # what computes metrics.json
-
-def code_hash(roots: tuple[str, ...] = EVALUATION_CODE) -> str:
-    """sha256 over the evaluation's source files (path and content), short."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    base = Path(__file__).resolve().parents[2]
-    for root in roots:
-        for path in sorted((base / root).rglob("*.py")):
-            digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def evaluation_key(params: Params, task: str, data_version: str) -> str:
-    """Same key, same metrics.json: the test data's DVC hash, the evaluate params (and the
-    seed their subsamples draw from) and the evaluation code. '' when the data has no DVC
-    hash yet (then nothing stored is reused)."""
-    import hashlib
-
-    if not data_version:
-        return ""
-    ev = params.task(task).evaluate.model_dump(mode="json")
-    blob = json.dumps({"data": data_version, "evaluate": ev, "seed": params.seed, "code": code_hash()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def split_predictions(model: torch.nn.Module, data: CVDataModule, batch_size: int) -> tuple[Any, Any]:
     """(per-image predictions, targets) of a model on the test split, in split order."""
     test = data.dataset("test")
@@ -226,14 +199,3 @@ def paired_bootstrap(spec, classes: list[str], candidate: Any, champion: Any, ta
     low, high = np.quantile(diff, [alpha, 1 - alpha])
     return {"difference": float(of_candidate(ones)[0] - of_champion(ones)[0]), "low": float(low), "high": float(high),
             "samples": samples, "confidence": confidence, "images": n}
-
-
-def files_hash(root: Path) -> str:
-    """sha256 over a data folder's files (path and content): the data version where dvc.lock
-    has none (a workspace DVC did not build)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]

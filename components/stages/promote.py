@@ -14,7 +14,7 @@ import json
 from mlflow import MlflowClient
 
 from components.config import Params, params_hash
-from components.evaluation.suite import evaluation_key, files_hash
+from components.evaluation.keys import evaluation_key, files_hash
 from components.paths import StagePaths
 from components.registry.gate import Verdict, check_config, gate_table
 from components.registry.lineage import data_hash, lineage_tags
