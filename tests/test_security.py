@@ -89,6 +89,9 @@ def test_stage_logs_and_prefect_links_are_redacted(monkeypatch, tmp_path):
     monkeypatch.setenv("GIT_PUSH_TOKEN", GIT_TOKEN)
     from dvc.repo import Repo
 
+    dvc_log = logging.getLogger("dvc")  # a handler DVC bound to an earlier test's captured (now closed) stderr
+    for handler in [h for h in dvc_log.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
+        dvc_log.removeHandler(handler)
     Repo.init(str(tmp_path))
     dvc_runner.reproduce(tmp_path, "s", logger)
     assert any("bob:***@mlflow.example" in r for r in records), records

@@ -145,7 +145,7 @@ def load_predictor(name: str, alias: str, runtime: str = "torch"):
     try:
         version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
         run_id, servable = version.run_id, version.tags.get("cvops.servable")
-        if servable is not None and runtime not in servable.split(","):
+        if servable is not None and f"onnx-{RUNTIMES[runtime]}" not in servable.split(","):  # the gate's names
             raise ConfigError(f"{name}@{alias} (version {version.version}): {runtime} is not servable, its export "
                               f"failed the gate's artifact rules (servable: {servable}; `cvops history` shows why); "
                               "use --runtime torch or one of those")
