@@ -194,11 +194,13 @@ def servable_formats(gate: GateConfig, metrics: dict[str, float]) -> tuple[list[
     """The artifact rules' checks (gate.servable, on export/<format>/... metrics) and the
     exported formats that may be served: exported (its export/<format>/drop was measured) and
     every rule on it passed. A failed artifact rule refuses that artifact, not the model."""
+    exported = {k.split("/")[1] for k in metrics if k.startswith("export/") and k.endswith("/drop")}
     checks = []
-    for t in gate.servable:
-        c = value_check(t, metrics)
-        fmt = t.metric.split("/")[1] if t.metric.startswith("export/") else "?"
-        checks.append(Check(c.metric, f"{c.rule} (else onnx-{fmt} is not served)", c.value, c.passed, c.note))
+    for t in gate.servable:  # rules on a format that was not exported (export off, or INT8 off) do not apply
+        fmt = t.metric.split("/")[1] if t.metric.startswith("export/") else ""
+        if fmt in exported:
+            c = value_check(t, metrics)
+            checks.append(Check(c.metric, f"{c.rule} (else onnx-{fmt} is not served)", c.value, c.passed, c.note))
     servable = [name for name in EXPORTED
                 if f"export/{name.removeprefix('onnx-')}/drop" in metrics
                 and all(c.passed for c in checks if c.metric.startswith(f"export/{name.removeprefix('onnx-')}/"))]
