@@ -152,7 +152,8 @@ def test_changing_an_evaluation_param_reruns_evaluate_and_promote_only(built_wor
     model = (ws / "models" / TASK / "model.pt").read_bytes()
     set_param(ws, f"tasks.{TASK}.evaluate.bootstrap_samples", 50)
     result = dvc(ws, "repro")
-    assert ran_stages(result.stdout) == [f"evaluate@{TASK}", f"promote@{TASK}"]
+    # export follows evaluate (it logs to the same run, after it), so it reruns too; train does not
+    assert ran_stages(result.stdout) == [f"evaluate@{TASK}", f"export@{TASK}", f"promote@{TASK}"]
     assert (ws / "models" / TASK / "model.pt").read_bytes() == model, "the model was not retrained"
 
 
@@ -161,4 +162,4 @@ def test_changing_a_training_param_reruns_train_and_downstream_only(built_worksp
     result = dvc(built_workspace, "repro")
     # tune reruns too (it searches around the training config); with tuning off it only
     # rewrites its empty overrides
-    assert ran_stages(result.stdout) == [f"tune@{TASK}", f"train@{TASK}", f"evaluate@{TASK}", f"promote@{TASK}"]
+    assert ran_stages(result.stdout) == [f"tune@{TASK}", f"train@{TASK}", f"evaluate@{TASK}", f"export@{TASK}", f"promote@{TASK}"]
