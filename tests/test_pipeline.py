@@ -59,7 +59,7 @@ def test_repro_tracks_runs_and_promotes_a_champion(built_workspace):
     data_md5 = next(o["md5"] for o in lock["stages"][f"prepare@{TASK}"]["outs"] if o["path"] == f"data/{TASK}")
     assert champion.tags["cvops.data_hash"] == data_md5
     (dataset,) = [d.dataset for d in train_run.inputs.dataset_inputs]  # the run's Datasets: the manifest
-    assert dataset.name == f"{TASK}-data" and dataset.digest == data_md5[:32] and dataset.source.endswith("manifest.csv")
+    assert dataset.name == f"{TASK}-data" and dataset.digest == data_md5[:32] and json.loads(dataset.source)["uri"].endswith("manifest.csv")
     assert champion.tags["cvops.git_commit"] and champion.tags["cvops.gate.passed"] == "true"
     verdict = json.loads((ws / "reports" / TASK / "gate.json").read_text())
     assert verdict["passed"] and verdict["version"] == str(champion.version)  # the SQLite store answers ints
