@@ -210,11 +210,11 @@ def _lineage(args: argparse.Namespace) -> int:
     return _registry(args, lambda params: lineage_command(params, args.model, args.json))
 
 
-def _operating_point() -> dict:
-    # light: serving/predict.py imports nothing heavy at module level, so --help stays fast
-    from components.serving.predict import operating_point
+def _operating_default(key: str) -> str:
+    """Each boxed task's default for one operating-point flag, for --help (import-free table)."""
+    from components.tasks import OPERATING_POINTS
 
-    return operating_point("detection")
+    return ", ".join(f"{task} {point[key]}" for task, point in OPERATING_POINTS.items())
 
 
 def _task_argument(parser: argparse.ArgumentParser) -> None:
@@ -306,12 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     predict.add_argument("--out", metavar="DIR", help="output folder (default: predictions/<TASK>)")
     predict.add_argument("--alias", default="champion", help="registry alias to use (default: champion)")
-    point = _operating_point()
     predict.add_argument("--conf", type=float, metavar="SCORE",
-                         help=f"detection: lowest score kept (default: the evaluation's operating point, {point['conf']})")
+                         help=f"boxes: lowest score kept (default: the evaluation's operating point, {_operating_default('conf')})")
     predict.add_argument("--iou", type=float, metavar="IOU",
-                         help=f"detection: class-aware NMS IoU, one box per object (default: {point['iou']})")
-    predict.add_argument("--max-det", type=int, metavar="N", help=f"detection: most boxes per image (default: {point['max_det']})")
+                         help=f"boxes: class-aware NMS IoU, one box per object (default: {_operating_default('iou')})")
+    predict.add_argument("--max-det", type=int, metavar="N",
+                         help=f"boxes: most boxes per image (default: {_operating_default('max_det')})")
     predict.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), default="torch",
                          help="torch: the registered pyfunc; onnx / onnx-int8: the version's exported ONNX FP32 / "
                          "INT8 model on ONNX Runtime (same output records)")

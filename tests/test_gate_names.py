@@ -8,10 +8,10 @@ import torch
 
 from components.config import load_params
 from components.data.datamodule import CVDataModule
-from components.evaluation.gate_metrics import TASK_METRICS, metric_names
+from components.evaluation.gate_metrics import metric_names
 from components.evaluation.suite import run_suite
 from components.paths import StagePaths
-from components.tasks import TASKS
+from components.tasks import METRICS, TASKS
 from tests.registry_helpers import make_registry_workspace
 
 
@@ -27,5 +27,5 @@ def test_metric_names_cover_what_the_suite_writes(task, tmp_path, monkeypatch):
     names, prefixes = metric_names(task, spec.monitor, cfg.evaluate)
     unknown = [k for k in written if k not in names and not any(p and k.startswith(p) for p in prefixes)]
     assert unknown == []
-    assert set(TASK_METRICS[task]) <= set(written) and "robustness/retention" in written
+    assert set(METRICS[task]) <= set(written) and "robustness/retention" in written
     assert {f"adversarial/pgd_{spec.monitor}@{e:g}" for e in cfg.evaluate.eps} <= set(written)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from flows import dvc_runner
-from tests.conftest import BIN, dvc, git
+from tests.conftest import BIN, dvc, git, git_init
 
 PARAMS = "train:\n  epochs: 2   # a comment DVC must not strip\n"
 STAGE = {"stages": {"train": {
@@ -25,9 +25,7 @@ def _workspace(path: Path) -> Path:
     path.mkdir()
     (path / "params.yaml").write_text(PARAMS)
     (path / "dvc.yaml").write_text(yaml.safe_dump(STAGE))
-    git(path, "init", "-q")
-    git(path, "config", "user.email", "tests@cvops.local")
-    git(path, "config", "user.name", "cvops tests")
+    git_init(path)
     dvc(path, "init", "-q")
     dvc(path, "config", "core.analytics", "false")
     return path

@@ -1,26 +1,20 @@
 """The metrics.json names the evaluation suite (components/evaluation/suite.py run_suite) can
-write for a task: what a gate may check. Without imports, so that params validation
-(components/config.py) can use it before anything heavy is loaded; kept next to the suite
+write for a task: what a gate may check. Import-light (the per-task names are the task
+registry's import-free tables), so that params validation (components/config.py) uses it
+before anything heavy is loaded; kept next to the suite
 so that both change together (tests/test_gate_names.py checks it against a real evaluation).
 """
 
 from __future__ import annotations
 
-#: The task metrics `TaskSpec.summarize` writes besides per-class ones (recall/<class>,
-#: ap/<class>, iou/<class>): the names a gate may check.
-TASK_METRICS = {
-    "classification": ("accuracy", "ece", "macro_f1"),
-    "detection": ("map", "map_50", "map_75", "mar_100"),
-    "segmentation": ("miou", "dice", "pixel_accuracy"),
-}
-PER_CLASS = {"classification": "recall/", "detection": "ap/", "segmentation": "iou/"}
+from components.tasks import METRICS, PER_CLASS
 
 
 def metric_names(task: str, monitor: str, ev) -> tuple[set[str], tuple[str, ...]]:
     """(names, prefixes): the metrics.json keys `run_suite` can produce for a task with
     evaluate config `ev`, and the prefixes of the per-class / per-group ones whose suffix
     depends on the data. Kept next to run_suite so that both change together."""
-    names = set(TASK_METRICS.get(task, ())) | {monitor}
+    names = set(METRICS.get(task, ())) | {monitor}
     names |= {"fairness/worst_group_gap", "fairness/worst_group_gap_ci_high", "fairness/min_max_ratio",
               "fairness/min_max_ratio_ci_low", "fairness/demographic_parity_difference",
               "fairness/equalized_odds_difference"}

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-# The operating point of a detection figure and of `cvops predict` (the metrics keep every
-# box): a box is shown from this score, one box per object (class-aware NMS at this IoU).
-OPERATING_POINT = {"detection": {"conf": 0.5, "iou": 0.5, "max_det": 20}}
 RUNTIMES = {"torch": None, "onnx": "fp32", "onnx-int8": "int8"}  # --runtime -> exported format
 
 
 def operating_point(task: str) -> dict[str, Any]:
-    return dict(OPERATING_POINT.get(task, {}))
+    from components.tasks import OPERATING_POINTS
+
+    return dict(OPERATING_POINTS.get(task, {}))
 
 
 def select(record: dict[str, Any], conf: float | None = None, iou: float | None = None,

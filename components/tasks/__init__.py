@@ -22,6 +22,18 @@ MODULES = {  # name -> the module whose SPEC is the task's TaskSpec
 # name -> the metric the task is selected, tuned and gated on (its TaskSpec's `monitor`): here
 # so that params validation knows it without importing the task's module
 MONITORS = {"classification": "accuracy", "detection": "map_50", "segmentation": "miou"}
+# name -> the task metrics its TaskSpec.summarize writes besides per-class ones, and the prefix
+# of those (recall/<class>, ap/<class>, iou/<class>): what a gate may check, known at params load
+# (tests/test_gate_names.py checks them against a real evaluation)
+METRICS = {
+    "classification": ("accuracy", "ece", "macro_f1"),
+    "detection": ("map", "map_50", "map_75", "mar_100"),
+    "segmentation": ("miou", "dice", "pixel_accuracy"),
+}
+PER_CLASS = {"classification": "recall/", "detection": "ap/", "segmentation": "iou/"}
+# name -> where a figure and `cvops predict` cut a task's boxes (the metrics keep every box):
+# lowest score, class-aware NMS IoU, most boxes per image; tasks without boxes have none
+OPERATING_POINTS = {"detection": {"conf": 0.5, "iou": 0.5, "max_det": 20}}
 
 
 class _Registry(Mapping):
