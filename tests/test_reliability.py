@@ -94,7 +94,7 @@ def test_a_train_run_whose_process_died_is_marked_failed(tmp_path):
 def test_detection_map_logs_no_coco_summary(caplog):
     import torch
 
-    from components.tasks.detection import DetectionMAP
+    from components.tasks.detectors import DetectionMAP
 
     metric = DetectionMAP(box_format="xyxy", iou_type="bbox", class_metrics=True, backend="faster_coco_eval")
     box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])

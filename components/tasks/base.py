@@ -10,16 +10,31 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch, torchvision and torchmetrics load when a method needs them, not with the task
+    import numpy as np
+    import torch
+    from torch import nn
 
-from components.tasks.nets import load_pretrained
+ModelBuilder = Callable[..., "nn.Module"]  # builder(num_classes=...) -> model, weights=None
 
-ModelBuilder = Callable[..., nn.Module]  # builder(num_classes=...) -> model, weights=None
+
+class Lazy:
+    """A model builder named by "module:attribute", imported when called: a zoo lists its
+    architectures (`cvops tasks`, params validation) without importing torchvision."""
+
+    def __init__(self, target: str, *args: Any, **kwargs: Any) -> None:
+        self.target, self.args, self.kwargs = target, args, kwargs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        module, _, attribute = self.target.partition(":")
+        return getattr(import_module(module), attribute)(*self.args, *args, **self.kwargs, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Lazy({self.target!r})"
 
 
 class TaskSpec(ABC):
@@ -76,6 +91,8 @@ class TaskSpec(ABC):
 
     def collate(self, batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, Any]:
         """Stack images [N, 3, H, W]; targets stacked by default."""
+        import torch
+
         images, targets = zip(*batch, strict=True)
         return torch.stack(images), torch.utils.data.default_collate(list(targets))
 
@@ -83,6 +100,8 @@ class TaskSpec(ABC):
     def build_model(self, arch: str, num_classes: int, weights: str | None = None,
                     weights_path: str | None = None) -> nn.Module:
         """The model, from scratch or started from local pretrained weights (nets.load_pretrained)."""
+        from components.tasks.nets import load_pretrained
+
         if arch not in self.models:
             raise ValueError(
                 f"unknown {self.name} arch '{arch}'; choose one of: {', '.join(self.models)}"
@@ -130,6 +149,8 @@ class TaskSpec(ABC):
         the N images in each of B multisets -> [B] values, each the metric of the predictions
         and targets of those images. Default: one task-metric computation per multiset; tasks
         whose metric derives from per-image statistics override it with one vectorised pass."""
+        import numpy as np
+
         from components.data.batch import take
 
         def value(index: np.ndarray) -> float:

@@ -7,20 +7,16 @@ On disk: `labels.csv` (path, label, split, group) next to the images, or ImageFo
 from __future__ import annotations
 
 import csv
-from functools import partial
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-import torchmetrics
-from torch import nn
-from torchvision import models as tvm
+from typing import TYPE_CHECKING, Any
 
 from components.tasks import MONITORS
-from components.tasks.base import TaskSpec
-from components.tasks.nets import SmallCNN
+from components.tasks.base import Lazy, TaskSpec
+
+if TYPE_CHECKING:  # imported by the methods that use them: the module loads without torch
+    import torch
+    import torchmetrics
+    from torch import nn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -37,13 +33,13 @@ class ClassificationTask(TaskSpec):
     name = "classification"
     monitor = MONITORS["classification"]
     models = {
-        "small_cnn": SmallCNN,
-        "resnet18": partial(tvm.resnet18, weights=None),
-        "resnet34": partial(tvm.resnet34, weights=None),
-        "resnet50": partial(tvm.resnet50, weights=None),
-        "mobilenet_v3_small": partial(tvm.mobilenet_v3_small, weights=None),
-        "mobilenet_v3_large": partial(tvm.mobilenet_v3_large, weights=None),
-        "efficientnet_b0": partial(tvm.efficientnet_b0, weights=None),
+        "small_cnn": Lazy("components.tasks.nets:SmallCNN"),
+        "resnet18": Lazy("torchvision.models:resnet18", weights=None),
+        "resnet34": Lazy("torchvision.models:resnet34", weights=None),
+        "resnet50": Lazy("torchvision.models:resnet50", weights=None),
+        "mobilenet_v3_small": Lazy("torchvision.models:mobilenet_v3_small", weights=None),
+        "mobilenet_v3_large": Lazy("torchvision.models:mobilenet_v3_large", weights=None),
+        "efficientnet_b0": Lazy("torchvision.models:efficientnet_b0", weights=None),
     }
 
     def read_records(self, root: Path) -> list[dict[str, Any]]:
@@ -68,6 +64,8 @@ class ClassificationTask(TaskSpec):
         return [p for p in model.parameters() if id(p) not in head_ids]
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.cross_entropy(model(images), targets)
 
     def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -80,6 +78,8 @@ class ClassificationTask(TaskSpec):
         ]
 
     def make_metric(self, num_classes: int) -> torchmetrics.MetricCollection:
+        import torchmetrics
+
         kw = {"num_classes": num_classes}
         return torchmetrics.MetricCollection(
             {
@@ -99,6 +99,8 @@ class ClassificationTask(TaskSpec):
 
     def monitor_of_resamples(self, preds, targets, classes):
         """Accuracy of multisets of images: their correct copies / their copies."""
+        import numpy as np
+
         correct = (preds.argmax(dim=1) == targets).double().cpu().numpy()
         return lambda counts: (counts @ correct) / np.maximum(counts.sum(axis=1), 1)
 

@@ -10,27 +10,18 @@ ids 1..C (0 is the background, as torchvision's detectors expect).
 from __future__ import annotations
 
 import json
-import logging
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torchmetrics
-from torch import nn
-from torchmetrics.detection import MeanAveragePrecision
-from torchvision import tv_tensors
-from torchvision.models import detection as tvd
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import MultiScaleRoIAlign
-from torchvision.transforms import v2
 
 from components.tasks import MONITORS
-from components.tasks.base import TaskSpec
-from components.tasks.nets import SmallDetectionBody
+from components.tasks.base import Lazy, TaskSpec
+
+if TYPE_CHECKING:  # torch and torchvision load with the methods that use them (detectors.py: models, metric)
+    import torch
+    import torchmetrics
+    from torch import nn
 
 SPLITS = ("train", "val", "test")
 
@@ -61,81 +52,16 @@ def read_coco_records(root: Path) -> list[dict[str, Any]]:
 OVERLAY_SCORE = 0.5  # boxes drawn on overlays; metrics and serving keep every box
 
 
-class InputAsIs(GeneralizedRCNNTransform):
-    """The datamodule already resized to image_size and normalised to [-1, 1]: torchvision's
-    detector transform must neither resize again (its min_size default is 800 px) nor
-    re-normalise with ImageNet statistics. It still pads the batch to a multiple of 32."""
-
-    def __init__(self) -> None:
-        super().__init__(min_size=1, max_size=1, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])
-
-    def resize(self, image, target=None):
-        return image, target
-
-
-def _as_is(builder, **kw) -> nn.Module:
-    """A detector whose input transform is InputAsIs (no resize, no re-normalisation)."""
-    model = builder(**kw)
-    model.transform = InputAsIs()
-    return model
-
-
-def _backbone(name: str) -> BackboneWithFPN:
-    """FPN backbone from scratch: 'small' (SmallDetectionBody) or a torchvision resnet.
-    Output levels '0', '1', '2' (strides 8, 16, 32) and 'pool' (stride 64)."""
-    if name == "small":
-        body = SmallDetectionBody()
-        return BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"}, list(body.channels), 64)
-    return resnet_fpn_backbone(backbone_name=name, weights=None, trainable_layers=5, returned_layers=[2, 3, 4])
-
-
-def _custom(detector: str, backbone: str, num_classes: int) -> nn.Module:
-    """`detector` (fcos | retinanet | fasterrcnn) on `backbone` with anchors for small objects."""
-    fpn = _backbone(backbone)
-    sizes = (8, 16, 32, 64)  # one anchor size per level (stride-sized, as FCOS expects)
-    if detector == "fcos":
-        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((1.0,),) * 4)
-        model = tvd.FCOS(fpn, num_classes, anchor_generator=anchors, score_thresh=0.05, detections_per_img=50)
-    elif detector == "retinanet":
-        anchors = AnchorGenerator(tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in sizes), ((0.5, 1.0, 2.0),) * 4)
-        model = tvd.RetinaNet(fpn, num_classes, anchor_generator=anchors, detections_per_img=50)
-    else:
-        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * 4)
-        pooler = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
-        model = tvd.FasterRCNN(fpn, num_classes, rpn_anchor_generator=anchors, box_roi_pool=pooler, box_detections_per_img=50)
-    model.transform = InputAsIs()
-    return model
-
-
-def _zoo() -> dict[str, Any]:
-    zoo: dict[str, Any] = {}
+def _zoo() -> dict[str, Lazy]:
+    zoo: dict[str, Lazy] = {}
     for detector in ("fcos", "retinanet", "fasterrcnn"):  # '<detector>_<backbone>': configurable backbone
         for backbone in ("small", "resnet18", "resnet34", "resnet50"):
-            zoo[f"{detector}_{backbone}"] = partial(_custom, detector, backbone)
+            zoo[f"{detector}_{backbone}"] = Lazy("components.tasks.detectors:custom", detector, backbone)
     none = {"weights": None, "weights_backbone": None}
     for name in ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2",
                  "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large"):
-        zoo[name] = partial(_as_is, getattr(tvd, name), **none)
+        zoo[name] = Lazy("components.tasks.detectors:as_is", name, **none)
     return zoo
-
-
-def _plain(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """tv_tensors -> plain tensors on `device` (torchvision's detectors and torchmetrics)."""
-    return [{"boxes": t["boxes"].as_subclass(torch.Tensor).to(device), "labels": t["labels"].to(device)} for t in targets]
-
-
-# faster-coco-eval logs its 12-line COCO summary at INFO at every compute (every validation of
-# every worker); the numbers are in the metrics already
-logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
-
-
-class DetectionMAP(MeanAveragePrecision):
-    """COCO mAP (faster-coco-eval backend) taking this task's predictions and targets."""
-
-    def update(self, preds: list[dict[str, torch.Tensor]], target: list[dict[str, Any]]) -> None:
-        device = self.device
-        preds = [{k: p[k].to(device) for k in ("boxes", "scores", "labels")} for p in preds]
-        super().update(preds, _plain(target, device))
 
 
 COCO_RECALLS = np.linspace(0.0, 1.0, 101)  # COCOeval's recall thresholds
@@ -156,6 +82,8 @@ def coco_matches(preds: list[dict[str, Any]], targets: list[dict[str, Any]], iou
     """COCOeval.evaluateImg at one IoU threshold (area range all): per class, (image [D],
     score [D], matched [D]) of the detections in image order, best score first within an
     image (its first max_dets), and the ground-truth count per image [N]."""
+    import torch
+
     parts: dict[int, tuple[list, list, list, np.ndarray]] = {}
     for i, (pred, target) in enumerate(zip(preds, targets, strict=True)):
         boxes, scores, labels = (pred[k].cpu().numpy() for k in ("boxes", "scores", "labels"))
@@ -219,6 +147,9 @@ class DetectionTask(TaskSpec):
         ]
 
     def load_target(self, record, root, size, class_to_idx) -> dict[str, Any]:
+        import torch
+        from torchvision import tv_tensors
+
         boxes = torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4)
         return {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size),
@@ -226,9 +157,13 @@ class DetectionTask(TaskSpec):
         }
 
     def target_transforms(self) -> list[Any]:
+        from torchvision.transforms import v2
+
         return [v2.SanitizeBoundingBoxes(min_size=1)]  # drop boxes an augmentation cut away
 
     def collate(self, batch):
+        import torch
+
         images, targets = zip(*batch, strict=True)
         return torch.stack(images), list(targets)
 
@@ -239,7 +174,9 @@ class DetectionTask(TaskSpec):
         return list(getattr(backbone, "body", backbone).parameters())  # FPN and heads train fully
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: list[dict[str, Any]]) -> torch.Tensor:
-        losses = model(list(images), _plain(targets, images.device))  # train mode: a dict of losses
+        from components.tasks.detectors import plain
+
+        losses = model(list(images), plain(targets, images.device))  # train mode: a dict of losses
         return sum(losses.values())
 
     def predict(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -249,6 +186,8 @@ class DetectionTask(TaskSpec):
         return [{**{k: v.detach() for k, v in o.items()}, "canvas": tuple(images.shape[-2:])} for o in out]
 
     def format_predictions(self, preds, classes, sizes):
+        import torch
+
         records = []
         for pred, (width, height) in zip(preds, sizes, strict=True):
             h, w = pred["canvas"]
@@ -260,6 +199,8 @@ class DetectionTask(TaskSpec):
         return records
 
     def make_metric(self, num_classes: int) -> torchmetrics.Metric:
+        from components.tasks.detectors import DetectionMAP
+
         return DetectionMAP(box_format="xyxy", iou_type="bbox", class_metrics=True, backend="faster_coco_eval")
 
     def summarize(self, computed: dict[str, torch.Tensor], classes: list[str]) -> dict[str, float]:

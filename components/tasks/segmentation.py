@@ -8,23 +8,19 @@ Record: {"path", "split", "group", "mask"}. Target: tv_tensors.Mask int64 [H, W]
 from __future__ import annotations
 
 import csv
-from functools import partial
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-import torchmetrics
-from PIL import Image
-from torch import nn
-from torchvision import tv_tensors
-from torchvision.models import segmentation as tvs
+from typing import TYPE_CHECKING, Any
 
 from components.data.safepath import ESCAPES, inside_root
 from components.tasks import MONITORS
-from components.tasks.base import TaskSpec
-from components.tasks.nets import SmallUNet
+from components.tasks.base import Lazy, TaskSpec
+
+if TYPE_CHECKING:  # imported by the functions that use them: the module loads without torch
+    import numpy as np
+    import torch
+    import torchmetrics
+    from torch import nn
+    from torchvision import tv_tensors
 
 IGNORE_INDEX = 255
 
@@ -38,6 +34,8 @@ def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def iou_and_dice(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class IoU and Dice [..., C] from confusion matrices [..., C, C] (true class per
     row); NaN for a class absent from both prediction and target, so means skip it."""
+    import torch
+
     confusion = confusion.double()
     tp = confusion.diagonal(dim1=-2, dim2=-1)
     fp, fn = confusion.sum(dim=-2) - tp, confusion.sum(dim=-1) - tp
@@ -52,10 +50,13 @@ class SegmentationTask(TaskSpec):
     name = "segmentation"
     monitor = MONITORS["segmentation"]
     models = {
-        "unet_small": SmallUNet,
-        "lraspp_mobilenet_v3_large": partial(tvs.lraspp_mobilenet_v3_large, weights=None, weights_backbone=None),
-        "deeplabv3_mobilenet_v3_large": partial(tvs.deeplabv3_mobilenet_v3_large, weights=None, weights_backbone=None, aux_loss=False),
-        "fcn_resnet50": partial(tvs.fcn_resnet50, weights=None, weights_backbone=None, aux_loss=False),
+        "unet_small": Lazy("components.tasks.nets:SmallUNet"),
+        "lraspp_mobilenet_v3_large": Lazy("torchvision.models.segmentation:lraspp_mobilenet_v3_large", weights=None,
+                                          weights_backbone=None),
+        "deeplabv3_mobilenet_v3_large": Lazy("torchvision.models.segmentation:deeplabv3_mobilenet_v3_large", weights=None,
+                                             weights_backbone=None, aux_loss=False),
+        "fcn_resnet50": Lazy("torchvision.models.segmentation:fcn_resnet50", weights=None, weights_backbone=None,
+                             aux_loss=False),
     }
 
     # ---- reading and targets
@@ -76,6 +77,9 @@ class SegmentationTask(TaskSpec):
     def annotation_rows(self, record, root, width, height) -> list[dict[str, Any]]:
         """One "mask" row (file, PIL mode, size) and one "mask_value" row per distinct value
         in the mask; the value indexes class_names() (0 = background) or is IGNORE_INDEX."""
+        import numpy as np
+        from PIL import Image
+
         row: dict[str, Any] = {"kind": "mask", "file": record["mask"], "file_in_root": False, "file_readable": False}
         path = inside_root(root, record["mask"])
         if path is None:
@@ -90,10 +94,17 @@ class SegmentationTask(TaskSpec):
         return [row, *({"kind": "mask_value", "value": int(v)} for v in values)]
 
     def load_target(self, record, root, size, class_to_idx) -> tv_tensors.Mask:
+        import numpy as np
+        import torch
+        from PIL import Image
+        from torchvision import tv_tensors
+
         with Image.open(root / record["mask"]) as mask:
             return tv_tensors.Mask(torch.from_numpy(np.array(mask, dtype=np.int64)))
 
     def collate(self, batch):
+        import torch
+
         images, masks = zip(*batch, strict=True)
         return torch.stack(images), torch.stack([torch.as_tensor(m) for m in masks])
 
@@ -109,6 +120,9 @@ class SegmentationTask(TaskSpec):
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Pixel cross-entropy; `targets` int64 [N, H, W], IGNORE_INDEX pixels count nowhere."""
+        import torch
+        import torch.nn.functional as F
+
         return F.cross_entropy(_logits(model, images), targets.as_subclass(torch.Tensor), ignore_index=IGNORE_INDEX)
 
     def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -116,6 +130,9 @@ class SegmentationTask(TaskSpec):
         return _logits(model, images).argmax(dim=1).detach()
 
     def format_predictions(self, preds, classes, sizes):
+        import torch
+        import torch.nn.functional as F
+
         records = []
         for mask, (width, height) in zip(preds.cpu(), sizes, strict=True):
             mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
@@ -125,6 +142,8 @@ class SegmentationTask(TaskSpec):
 
     def make_metric(self, num_classes: int) -> torchmetrics.Metric:
         """A confusion matrix over pixels (IGNORE_INDEX skipped); summarize derives the rest."""
+        import torchmetrics
+
         return torchmetrics.classification.MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=IGNORE_INDEX)
 
     def summarize(self, computed: torch.Tensor, classes: list[str]) -> dict[str, float]:
@@ -138,6 +157,9 @@ class SegmentationTask(TaskSpec):
     def monitor_of_resamples(self, preds, targets, classes):
         """mIoU of multisets of images from per-image confusion matrices (IGNORE_INDEX
         pixels skipped): one matrix product for all multisets."""
+        import numpy as np
+        import torch
+
         n, c = len(preds), len(classes)
         truth, predicted = targets.as_subclass(torch.Tensor).cpu().flatten(1), preds.cpu().flatten(1)
         cells = (torch.arange(n)[:, None] * c * c + truth * c + predicted)[truth != IGNORE_INDEX]
@@ -152,6 +174,9 @@ class SegmentationTask(TaskSpec):
     def draw(self, image, record, classes, target=None) -> torch.Tensor:
         """image | ground truth | prediction | errors (false positive, false negative and
         wrong-class pixels in their colours over the dimmed image)."""
+        import numpy as np
+        import torch
+
         import components.tasks.drawing as drawing
 
         picture, predicted = drawing.to_pil(image), np.asarray(record["mask"], dtype=np.int64)
