@@ -25,6 +25,7 @@ examples:
   cvops predict classification a.png b.png    the champion's predictions and overlays
   cvops lineage models:/cvops-classification@champion
                                               its commit, data, params, runs; how to rebuild it
+  cvops compare classification                its experiments: metrics, gate, changed params
   cvops up / cvops down                       local Prefect + MLflow servers and a worker
 """
 
@@ -138,7 +139,7 @@ def print_where_to_look(tasks: list[str] | None) -> None:
         f"  MLflow UI:   cvops up, or mlflow ui --backend-store-uri {uri} --port {ports.mlflow_port}"
         f"   (http://127.0.0.1:{ports.mlflow_port})",
         f"  Prefect UI:  cvops up                             (http://127.0.0.1:{ports.prefect_port}; flow runs, artifacts)",
-        "  Reproduce:   dvc repro        compare: dvc metrics show / dvc plots show / dvc exp show",
+        "  Reproduce:   dvc repro        compare: cvops compare / dvc metrics show / dvc plots show",
         "  Lineage:     cvops lineage <task>   (commit, data, params, runs of its @champion; how to rebuild it)",
     ]
     if Path(".venv").exists():
@@ -208,6 +209,17 @@ def _lineage(args: argparse.Namespace) -> int:
     from components.registry.commands import lineage_command
 
     return _registry(args, lambda params: lineage_command(params, args.model, args.json))
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from components.config import load_params
+    from components.runtime.compare import compare
+
+    params = load_params(args.params)
+    for task in args.tasks or []:
+        params.task(task)  # a typo is a message naming the closest task
+    print(compare(args.tasks or list(params.pipeline.tasks), args.num))
+    return 0
 
 
 def _operating_default(key: str) -> str:
@@ -325,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--json", action="store_true", help="print the lineage as JSON")
     lineage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     lineage.set_defaults(func=_lineage)
+
+    compare = sub.add_parser("compare", help="the experiments' headline metrics, gate and changed params, per task",
+                             description="Per task: the rows of `dvc exp show` (the workspace, the last commits and "
+                             "their experiments) with the task's headline metrics and gate outcome as columns, then "
+                             "only the params that differ between the rows; it fits the terminal's width. Every "
+                             "column of one task: dvc exp show --drop '.*' --keep 'Experiment|reports/TASK/.*|tasks.TASK.*'.")
+    compare.add_argument("tasks", nargs="*", metavar="TASK", help="tasks to show (default: all in params.yaml)")
+    compare.add_argument("-n", "--num", type=int, default=1, metavar="N",
+                         help="experiments of the last N commits (dvc exp show -n; default 1)")
+    compare.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    compare.set_defaults(func=_compare)
     return parser
 
 

@@ -3,8 +3,10 @@ the same paths as deps and outs)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: the pipeline's stages in order, as dvc.yaml declares them (each one `cvops stage <name>`)
 STAGES = ("prepare", "validate", "tune", "train", "evaluate", "export", "promote")
@@ -23,8 +25,12 @@ class StagePaths:
         return self.data / "manifest.csv"
 
     @property
-    def validation(self) -> Path:  # data-contract summary (validate's metrics)
+    def validation(self) -> Path:  # data-contract summary, rules and failures (validate's out)
         return Path("reports") / self.task / "validation.json"
+
+    @property
+    def validation_metrics(self) -> Path:  # its numbers (validate's metrics: write_metrics)
+        return Path("reports") / self.task / "validation_metrics.json"
 
     @property
     def tune_result(self) -> Path:  # tune's out: the best config, read by train
@@ -65,5 +71,24 @@ class StagePaths:
         return Path("reports") / self.task / "export.json"
 
     @property
-    def verdict(self) -> Path:  # promote's out
+    def verdict(self) -> Path:  # promote's out: the verdict, its checks and table
         return Path("reports") / self.task / "gate.json"
+
+    @property
+    def gate_metrics(self) -> Path:  # its numbers (promote's metrics: write_metrics)
+        return Path("reports") / self.task / "gate_metrics.json"
+
+
+def write_metrics(path: Path, report: dict[str, Any]) -> dict[str, int | float]:
+    """The numbers of a stage's report as the file dvc.yaml declares as that stage's `metrics`:
+    top-level ints and floats, booleans as 1 / 0; strings, lists and None dropped. `dvc metrics show` and `dvc exp show` then hold one
+    comparable column per number; the report itself (rules, reasons, checks) is a plain out."""
+    numbers: dict[str, int | float] = {}
+    for key, value in report.items():
+        if isinstance(value, bool):
+            numbers[key] = int(value)
+        elif isinstance(value, int | float):
+            numbers[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(numbers, indent=2) + "\n")
+    return numbers

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -15,7 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from components.tasks import TASKS
-from tests.conftest import BIN, dvc
+from tests.conftest import BIN, dvc, stage_env
 
 pytestmark = pytest.mark.timeout(3600)  # builds the whole pipeline for every task on first use
 
@@ -66,6 +67,32 @@ def test_repro_tracks_runs_and_promotes_a_champion(built_workspace):
     metrics = json.loads((ws / "reports" / TASK / "metrics.json").read_text())
     assert train_run.data.metrics["test/accuracy"] == pytest.approx(metrics["accuracy"])
     assert (ws / "reports" / TASK / "evaluation" / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_dvc_metrics_are_numbers_and_cvops_compare_fits_100_columns(built_workspace):
+    def leaves(value):
+        if isinstance(value, dict):
+            for child in value.values():
+                yield from leaves(child)
+        else:
+            yield value
+
+    files = json.loads(dvc(built_workspace, "metrics", "show", "--json").stdout)[""]["data"]
+    assert {f"reports/{TASK}/validation_metrics.json", f"reports/{TASK}/gate_metrics.json"} <= set(files)
+    wrong = {path: [v for v in leaves(entry["data"]) if isinstance(v, bool) or not isinstance(v, int | float)]
+             for path, entry in files.items()}
+    assert {path: v for path, v in wrong.items() if v} == {}, "strings and lists belong in the reports, not the metrics"
+    assert files[f"reports/{TASK}/gate_metrics.json"]["data"]["passed"] == 1
+
+    result = subprocess.run([str(BIN / "cvops"), "compare"], cwd=built_workspace, capture_output=True, text=True,
+                            env={**stage_env(), "COLUMNS": "100"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, result.stdout
+    accuracy = json.loads((built_workspace / "reports" / TASK / "metrics.json").read_text())["accuracy"]
+    workspace = next(line for line in lines if line.startswith("workspace"))  # the first task's table
+    assert f"{accuracy:.4f}" in workspace and workspace.endswith("passed")
+    assert all(f"{task}: " in result.stdout for task in TASKS)
 
 
 def test_champion_loads_as_pyfunc_and_predicts_labels(built_workspace):

@@ -2,8 +2,8 @@
 
 Every candidate becomes a version of `cvops-<task>` with lineage and verdict tags, its model
 card and the `@challenger` alias; only a blessed one moves `@champion` (compare-and-set, see
-components/registry/promotion.py). The verdict is written to reports/<task>/gate.json either
-way; a rejection is a result, not a crash, so DVC records it and does not register the same
+components/registry/promotion.py). The verdict is written to reports/<task>/gate.json (its
+numbers to gate_metrics.json, the DVC metric) either way; a rejection is a result, not a crash, so DVC records it and does not register the same
 candidate twice.
 """
 
@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from components.config import Params, params_hash
 from components.evaluation.keys import evaluation_key, files_hash
-from components.paths import StagePaths
+from components.paths import StagePaths, write_metrics
 from components.registry.gate import Verdict, check_config, gate_table
 from components.registry.lineage import data_hash, lineage_tags
 from components.registry.promotion import Candidate, champion_evaluator, promote
@@ -45,6 +45,9 @@ def run(params: Params, task: str) -> Verdict:
     report["table"] = gate_table(report)
     paths.verdict.parent.mkdir(parents=True, exist_ok=True)
     paths.verdict.write_text(json.dumps(report, indent=2))
+    versions = {k: int(report[k]) for k in ("version", "champion", "previous_champion") if str(report[k]).isdigit()}
+    write_metrics(paths.gate_metrics, {"passed": verdict.passed, **versions,
+                                       "failed_checks": sum(not c["passed"] for c in report["checks"])})
     status = (f"PROMOTED to {name}@champion" if verdict.passed
               else f"NOT promoted ({verdict.reason}); @champion stays {result.champion}")
     print(f"{name} version {result.version}: {status}\n{report['table']}")

@@ -22,7 +22,7 @@ from components.config import ContractConfig, Params
 from components.data.contract_rules import INDEX, SPLITS, Rule, build_rules, stats_table
 from components.data.manifest import annotations_path
 from components.errors import DataContractError
-from components.paths import StagePaths
+from components.paths import StagePaths, write_metrics
 from components.tasks import get_task
 from components.tasks.base import TaskSpec
 
@@ -210,6 +210,7 @@ def run(params: Params, task: str) -> dict[str, Any]:
         contract = contract.model_copy(update={"near_duplicate_distance": None})
     rules, summary = validate_dataset(paths.data, paths.manifest, get_task(task), contract, docs_dir)
     paths.validation.write_text(json.dumps(summary, indent=2))
+    write_metrics(paths.validation_metrics, summary)
     ok = f"data contract passed: {len(rules)} rules on {summary['images']} images ({paths.manifest}); docs {docs_dir}/index.html"
     message = ok if summary["success"] else report(rules, paths.manifest)
     _log_to_mlflow(params, task, summary, docs_dir, message)
