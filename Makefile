@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 # Compile and keep bytecode: imports of torch/ray/prefect/GX are 2x slower without it. `install`
 # compiles the environment once (~1 CPU-minute; later syncs skip what is compiled), so every
-# command reads bytecode even where PYTHONDONTWRITEBYTECODE is set (`cvops history`: 7.7 -> ~3.5 CPU-s).
+# command reads bytecode even where PYTHONDONTWRITEBYTECODE is set (`cvops history`: 7.7 -> 3.9 CPU-s).
 unexport PYTHONDONTWRITEBYTECODE
 # No network at run time: every tool's telemetry off (also set in components/__init__.py).
 export DO_NOT_TRACK := 1
