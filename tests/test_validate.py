@@ -42,6 +42,9 @@ def test_clean_dataset_passes_with_docs_and_mlflow_run(workspace, task):
     paths = StagePaths(task)
     assert summary["success"] and summary["failed_rules"] == 0
     assert json.loads(paths.validation.read_text())["images"] == summary["images"] == 90
+    numbers = json.loads(paths.validation_metrics.read_text())  # dvc.yaml's metric: no strings for `dvc metrics show`
+    assert numbers["success"] == 1 and numbers["images"] == 90 and "failures" not in numbers
+    assert all(type(v) in (int, float) for v in numbers.values())
     docs = paths.validation.parent / "data_docs"
     assert (docs / "index.html").exists()
     assert sorted(p.name for p in (docs / "validations").iterdir()) == [f"{task}_{t}" for t in ("annotations", "images", "stats")]
