@@ -51,6 +51,8 @@ CASES = {
     "run task typo": (None, ["run", "--tasks", "detecton"], 2, ["did you mean 'detection'"]),
     "run bad --set": (None, ["run", "--set", "epochs"], 2, ["KEY=VALUE"]),
     "submit task typo": (None, ["submit", "train", "--task", "segmentaton", "--dry-run"], 2, ["did you mean 'segmentation'"]),
+    "compare task typo": (None, ["compare", "clasification"], 2, ["did you mean 'classification'"]),
+    "compare outside a DVC repository": (None, ["compare", "classification"], 2, ["not inside of a DVC repository", "fix"]),
     "dataset path missing": (lambda p: (_set(p, "tasks.classification.data.source", "path"),
                                         _set(p, "tasks.classification.data.path", "/no/such/dir")),
                              ["stage", "prepare", "--task", "classification"], 2, ["/no/such/dir", "data.path"]),
