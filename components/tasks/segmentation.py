@@ -116,9 +116,12 @@ class SegmentationTask(TaskSpec):
         return _logits(model, images).argmax(dim=1).detach()
 
     def format_predictions(self, preds, classes, sizes):
+        # the mask back through the inverse of the input's letterbox
+        from components.data.letterbox import mask_to_original
+
         records = []
-        for mask, (width, height) in zip(preds.cpu(), sizes, strict=True):
-            mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
+        for mask, size in zip(preds.cpu(), sizes, strict=True):
+            mask = mask_to_original(mask, size)
             counts = torch.bincount(mask.flatten(), minlength=len(classes))
             records.append({"mask": mask.tolist(), "pixels": {name: int(n) for name, n in zip(classes, counts, strict=True) if n}})
         return records
