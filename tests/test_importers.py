@@ -110,3 +110,53 @@ def test_exports_without_splits_get_a_seeded_split_that_keeps_duplicates_togethe
         assert set(rows.values()) == {"train", "val", "test"}
         splits.append(rows)
     assert splits[0] == splits[1]
+
+
+def test_the_seeded_split_is_stratified_by_class_and_group_and_never_splits_a_near_duplicate(tmp_path):
+    """120 distinct pictures in four (class, group) strata, 12 of them with a near-duplicate
+    (brightened, re-encoded as JPEG) and 6 with an exact copy: every stratum is split by the
+    fractions (within one picture), no two images closer than the threshold sit in two
+    splits, and the split is the seed's alone."""
+    import imagehash
+
+    from components.data.importers.common import Item, assign_splits, near_duplicate_clusters
+
+    rng = np.random.default_rng(0)
+    items, twins = [], []
+    for n in range(120):
+        label, group = ("a", "b")[n % 2], ("day", "night")[(n // 2) % 2]
+        blocks = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # coarse blocks: a stable phash
+        picture = Image.fromarray(blocks).resize((64, 48), Image.NEAREST)
+        picture.save(tmp_path / f"{n}.png")
+        items.append(Item(f"{n}.png", group=group, labels=[label]))
+        if n % 10 == 0:  # a near-duplicate: brighter, lossy
+            Image.fromarray(np.clip(np.asarray(picture, np.int16) + 6, 0, 255).astype(np.uint8)).save(tmp_path / f"{n}b.jpg", quality=90)
+            items.append(Item(f"{n}b.jpg", group=group, labels=[label]))
+            twins.append((f"{n}.png", f"{n}b.jpg"))
+        if n % 20 == 5:  # the same picture twice
+            picture.save(tmp_path / f"{n}c.png")
+            items.append(Item(f"{n}c.png", group=group, labels=[label]))
+            twins.append((f"{n}.png", f"{n}c.png"))
+    hashes = {i.path: imagehash.phash(Image.open(tmp_path / i.path).convert("RGB")) for i in items}
+    assert all(hashes[a] - hashes[b] <= 2 for a, b in twins)  # they are near-duplicates at the threshold
+    runs = []
+    for _ in range(2):
+        fresh = [Item(i.path, group=i.group, labels=i.labels) for i in items]
+        assign_splits(tmp_path, fresh, (0.6, 0.2, 0.2), seed=3, near_distance=2)
+        runs.append({i.path: i.split for i in fresh})
+    split = runs[0]
+    assert runs[0] == runs[1] and set(split.values()) == {"train", "val", "test"}
+    for a, b in twins:
+        assert split[a] == split[b], (a, b)
+    paths = list(split)
+    for i, a in enumerate(paths):  # the leakage rule validate applies would find nothing
+        assert all(split[a] == split[b] for b in paths[i + 1:] if hashes[a] - hashes[b] <= 2)
+    for label in ("a", "b"):
+        for group in ("day", "night"):
+            stratum = [i.path for i in items if i.labels == [label] and i.group == group]
+            for name, fraction in zip(("train", "val", "test"), (0.6, 0.2, 0.2), strict=True):
+                assert abs(sum(split[p] == name for p in stratum) - fraction * len(stratum)) <= 2, (label, group, name)
+    other = [Item(i.path, group=i.group, labels=i.labels) for i in items]
+    assign_splits(tmp_path, other, (0.6, 0.2, 0.2), seed=4, near_distance=2)
+    assert {i.path: i.split for i in other} != split
+    assert sorted(map(sorted, near_duplicate_clusters([0b0, 0b11, 0b111, 0b1111111], 2))) == [[0, 1, 2], [3]]  # transitive
