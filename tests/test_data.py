@@ -107,3 +107,38 @@ def test_train_batches_order_and_augmentation_follow_the_seed_alone(tmp_path):
     assert torch.equal(images, again_images) and torch.equal(labels, again_labels)
     other_images, _ = first_train_batch(root, seed=2, workers=2)
     assert not torch.equal(images, other_images)
+
+
+@pytest.mark.slow  # three DVC commands and a workspace: ~50 s on the shared 2 cores (load 14), too much for the default suite
+def test_editing_one_image_of_a_user_dataset_flags_prepare_in_dvc_status(tmp_path, monkeypatch):
+    """data.path is prepare's DVC dependency (through the committed link sources/<task>):
+    after prepare, `dvc status` is clean; replacing one image of the user's dataset (as an
+    editor saves it) flags prepare@classification with that dependency and nothing else."""
+    import json
+    import os
+
+    from conftest import dvc, make_workspace, tiny_params
+
+    from components.config import load_params
+    from components.stages import prepare
+
+    user = shapes.generate(tmp_path / "user", shapes.ShapesConfig(num_images=30, image_size=16, seed=3))
+
+    def edit(params):
+        params = tiny_params(params)
+        params["tasks"]["classification"]["data"].update(source="path", path=str(user), format="canonical")
+        return params
+
+    ws = make_workspace(tmp_path / "ws", edit)
+    monkeypatch.chdir(ws)
+    prepare.run(load_params(ws / "params.yaml"), "classification")  # what `dvc repro` runs, in-process
+    assert os.readlink(ws / "sources" / "classification") == str(user.resolve())
+    dvc(ws, "commit", "-f", "prepare@classification")
+    assert "up to date" in dvc(ws, "status", "prepare@classification").stdout
+    image = user / "images" / "00007.png"
+    edited = Image.open(image).rotate(90)
+    edited.save(tmp_path / "edited.png")
+    os.replace(tmp_path / "edited.png", image)  # a new file under the old name, as editors save
+    status = json.loads(dvc(ws, "status", "--json", "prepare@classification").stdout)
+    changed = [entry["changed deps"] for entry in status["prepare@classification"] if "changed deps" in entry]
+    assert changed == [{"sources/classification": "modified"}], status
