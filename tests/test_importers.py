@@ -154,7 +154,8 @@ def test_the_seeded_split_is_stratified_by_class_and_group_and_never_splits_a_ne
     splits, and the split is the seed's alone."""
     import imagehash
 
-    from components.data.importers.common import Item, assign_splits, near_duplicate_clusters
+    from components.data.importers.common import Item, assign_splits
+    from components.data.near_duplicates import clusters
 
     rng = np.random.default_rng(0)
     items, twins = [], []
@@ -194,4 +195,4 @@ def test_the_seeded_split_is_stratified_by_class_and_group_and_never_splits_a_ne
     other = [Item(i.path, group=i.group, labels=i.labels) for i in items]
     assign_splits(tmp_path, other, (0.6, 0.2, 0.2), seed=4, near_distance=2)
     assert {i.path: i.split for i in other} != split
-    assert sorted(map(sorted, near_duplicate_clusters([0b0, 0b11, 0b111, 0b1111111], 2))) == [[0, 1, 2], [3]]  # transitive
+    assert sorted(map(sorted, clusters([0b0, 0b11, 0b111, 0b1111111], 2))) == [[0, 1, 2], [3]]  # transitive

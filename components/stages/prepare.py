@@ -110,16 +110,16 @@ def run(params: Params, task: str) -> Path:
     if out.exists():
         shutil.rmtree(out)
     splits = (cfg.splits.train, cfg.splits.val, cfg.splits.test)
+    near = params.task(task).contract.near_duplicate_distance
     if cfg.source == "shapes":
         shapes.generate(out, shapes.ShapesConfig(
             num_images=cfg.num_images, image_size=cfg.image_size, objects_per_image=cfg.objects_per_image,
-            minority_fraction=cfg.minority_fraction, splits=splits, seed=params.seed,
+            minority_fraction=cfg.minority_fraction, splits=splits, seed=params.seed, near_duplicate_distance=near,
         ))
     elif cfg.source == "digits":
-        digits.export(out, splits, params.seed)
+        digits.export(out, splits, params.seed, near)
     else:
-        how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed,
-                                  params.task(task).contract.near_duplicate_distance or 0)
+        how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed, near or 0)
         print(f"data.path {cfg.path}: found {how}")
     if cfg.storage == "shards":  # scale (issue 18): tar shards + Parquet index, manifests through Ray Data
         rows = _shard(params, out, task, cfg.shard_size_mb, paths.manifest)

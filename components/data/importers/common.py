@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from components.data import near_duplicates
 from components.errors import DataContractError
 
 SPLITS = ("train", "val", "test")
@@ -58,42 +59,18 @@ def link(source: Path, target: Path) -> None:
 def _hash(root: Path, item: Item) -> int:
     import hashlib
 
-    import imagehash
-
     from components.data.images import load_rgb
 
     try:  # the manifest's perceptual hash (validate compares it across splits)
-        return int(str(imagehash.phash(load_rgb(root / item.path))), 16)
+        return near_duplicates.phash(load_rgb(root / item.path))
     except Exception:  # noqa: BLE001  (an unreadable image is the contract's to report; hash its bytes)
         return int(hashlib.sha256((root / item.path).read_bytes()).hexdigest()[:16], 16)
-
-
-def near_duplicate_clusters(hashes: list[int], near_distance: int) -> list[list[int]]:
-    """Indices grouped so that any two images within `near_distance` phash bits (the same
-    picture re-encoded or resized: distance 0; a near-duplicate: a few bits) share a
-    cluster, transitively (union-find over the close pairs)."""
-    bits = np.array(hashes, dtype=np.uint64)
-    parent = list(range(len(hashes)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(hashes)):
-        for j in np.flatnonzero(np.bitwise_count(bits[i] ^ bits[i + 1 :]) <= near_distance):
-            parent[find(i + 1 + int(j))] = find(i)
-    clusters: dict[int, list[int]] = {}
-    for i in range(len(hashes)):
-        clusters.setdefault(find(i), []).append(i)
-    return list(clusters.values())
 
 
 def assign_splits(root: Path, items: list[Item], fractions: tuple[float, float, float], seed: int,
                   near_distance: int = 2) -> None:
     """Give every item without a split one: seeded, stratified by (first class, group), with
-    each cluster of near-duplicates (near_duplicate_clusters) assigned whole, so the same
+    each cluster of near-duplicates (near_duplicates.clusters) assigned whole, so the same
     picture never lands in two splits. A cluster that holds an item the export already put
     in a split goes there. In each stratum the clusters are shuffled and dealt in order
     until train, then val, hold their fraction of the stratum's images; the first cluster
@@ -101,7 +78,7 @@ def assign_splits(root: Path, items: list[Item], fractions: tuple[float, float, 
     if all(i.split is not None for i in items):
         return
     clusters = [[items[k] for k in members]
-                for members in near_duplicate_clusters([_hash(root, i) for i in items], near_distance)]
+                for members in near_duplicates.clusters([_hash(root, i) for i in items], near_distance)]
     strata: dict[tuple[str, str], list[list[Item]]] = {}
     for members in clusters:
         fixed = next((m.split for m in members if m.split is not None), None)
