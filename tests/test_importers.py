@@ -196,3 +196,28 @@ def test_the_seeded_split_is_stratified_by_class_and_group_and_never_splits_a_ne
     assign_splits(tmp_path, other, (0.6, 0.2, 0.2), seed=4, near_distance=2)
     assert {i.path: i.split for i in other} != split
     assert sorted(map(sorted, clusters([0b0, 0b11, 0b111, 0b1111111], 2))) == [[0, 1, 2], [3]]  # transitive
+
+
+def test_class_folders_without_splits_are_found_and_split_by_the_seed(tmp_path):
+    """`<class>/<image>`, no split folders: found by `auto`, every image labelled by its
+    folder, a seeded split with an exact copy kept beside its original; the manifest reads."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for n in range(15):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((24, 24), Image.NEAREST).save(root / label / f"{n}.png")
+    (root / "cat" / "copy.png").write_bytes((root / "cat" / "3.png").read_bytes())
+    out = tmp_path / "out"
+    assert ingest_user_dataset(root, out, "auto", (0.6, 0.2, 0.2), 0, 2) == "class folders without splits (2 classes) -> classfolders"
+    rows = {r["path"]: r for r in csv.DictReader((out / "labels.csv").open())}
+    assert len(rows) == 31 and all(r["label"] == Path(p).parent.name for p, r in rows.items())
+    assert rows["cat/copy.png"]["split"] == rows["cat/3.png"]["split"]
+    assert {r["split"] for r in rows.values()} == {"train", "val", "test"}
+    assert write_checked_manifest(out, "classification", out / "manifest.csv") == 31
+    (tmp_path / "lost" / "images").mkdir(parents=True)  # a canonical tree without its label files
+    (tmp_path / "lost" / "masks").mkdir()
+    for folder in ("images", "masks"):
+        Image.new("L", (8, 8)).save(tmp_path / "lost" / folder / "a.png")
+    with pytest.raises(DataContractError, match="no known dataset layout"):
+        importers.detect(tmp_path / "lost")
