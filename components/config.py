@@ -62,7 +62,7 @@ class Splits(Strict):
 class DataConfig(Strict):
     source: Literal["shapes", "digits", "path"] = "shapes"
     path: str | None = Field(None, description="user dataset root when source is 'path'")
-    format: Literal["auto", "canonical", "imagefolder", "coco", "yolo", "voc"] = Field(
+    format: Literal["auto", "canonical", "imagefolder", "classfolders", "coco", "yolo", "voc"] = Field(
         "auto", description="layout of data.path; auto detects it and says what it found")
     num_images: int = Field(2000, ge=12)
     image_size: int = Field(32, ge=8, description="images are generated at and resized to this")

@@ -16,7 +16,7 @@ import yaml
 import components  # noqa: F401  (telemetry off)
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_FILES = ("components", "flows", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore")
+PIPELINE_FILES = ("components", "flows", "sources", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore")
 BIN = Path(sys.executable).parent  # the project environment's bin/ (cvops, dvc)
 
 
@@ -49,7 +49,7 @@ def make_workspace(path: Path, edit=tiny_params) -> Path:
         source, target = ROOT / name, path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))  # sources/: links
         else:
             shutil.copy2(source, target)
     params = yaml.safe_load((path / "params.yaml").read_text())

@@ -107,3 +107,62 @@ def test_train_batches_order_and_augmentation_follow_the_seed_alone(tmp_path):
     assert torch.equal(images, again_images) and torch.equal(labels, again_labels)
     other_images, _ = first_train_batch(root, seed=2, workers=2)
     assert not torch.equal(images, other_images)
+
+
+@pytest.mark.slow  # three DVC commands and a workspace: ~50 s on the shared 2 cores (load 14), too much for the default suite
+def test_editing_one_image_of_a_user_dataset_flags_prepare_in_dvc_status(tmp_path, monkeypatch):
+    """data.path is prepare's DVC dependency (through the committed link sources/<task>):
+    after prepare, `dvc status` is clean; replacing one image of the user's dataset (as an
+    editor saves it) flags prepare@classification with that dependency and nothing else."""
+    import json
+    import os
+
+    from conftest import dvc, make_workspace, tiny_params
+
+    from components.config import load_params
+    from components.stages import prepare
+
+    user = shapes.generate(tmp_path / "user", shapes.ShapesConfig(num_images=30, image_size=16, seed=3))
+
+    def edit(params):
+        params = tiny_params(params)
+        params["tasks"]["classification"]["data"].update(source="path", path=str(user), format="canonical")
+        return params
+
+    ws = make_workspace(tmp_path / "ws", edit)
+    monkeypatch.chdir(ws)
+    prepare.run(load_params(ws / "params.yaml"), "classification")  # what `dvc repro` runs, in-process
+    assert os.readlink(ws / "sources" / "classification") == str(user.resolve())
+    dvc(ws, "commit", "-f", "prepare@classification")
+    assert "up to date" in dvc(ws, "status", "prepare@classification").stdout
+    image = user / "images" / "00007.png"
+    edited = Image.open(image).rotate(90)
+    edited.save(tmp_path / "edited.png")
+    os.replace(tmp_path / "edited.png", image)  # a new file under the old name, as editors save
+    status = json.loads(dvc(ws, "status", "--json", "prepare@classification").stdout)
+    changed = [entry["changed deps"] for entry in status["prepare@classification"] if "changed deps" in entry]
+    assert changed == [{"sources/classification": "modified"}], status
+
+
+@pytest.mark.parametrize("source", ["shapes", pytest.param("digits", marks=pytest.mark.slow)])  # digits: 2 x 1,797 images
+def test_built_in_splits_keep_near_duplicates_together_for_the_leakage_rule(tmp_path, source):
+    """The contract's near-duplicate rule (validate, on the manifest's phash) applies to the
+    built-in data too: the generators keep each cluster of close scenes in one split. At
+    200 scenes of 16 px, 3 cross-split pairs lie within 8 bits when the split ignores them."""
+    from components.stages.validate import read_manifest
+
+    def leaks(root: Path, distance: int) -> int:
+        write_manifest(root, get_task("classification"), root / "manifest.csv")
+        return int(read_manifest(root / "manifest.csv", distance)["near_duplicate"].ne("").sum())
+
+    if source == "digits":  # the real 8x8 digits: 4 pairs within 2 bits across a plain stratified split
+        kept, plain = digits.export(tmp_path / "kept", (0.7, 0.15, 0.15), 42), digits.export(tmp_path / "plain", (0.7, 0.15, 0.15), 42, None)
+        distance = 2
+    else:
+        cfg = shapes.ShapesConfig(num_images=200, image_size=16, seed=1, near_duplicate_distance=8)
+        kept = shapes.generate(tmp_path / "kept", cfg)
+        plain = shapes.generate(tmp_path / "plain", shapes.ShapesConfig(**{**cfg.__dict__, "near_duplicate_distance": None}))
+        distance = 8
+    assert leaks(plain, distance) > 0 and leaks(kept, distance) == 0
+    splits = [r["split"] for r in csv.DictReader((kept / "labels.csv").open())]
+    assert abs(splits.count("train") / len(splits) - 0.7) < 0.02

@@ -108,3 +108,122 @@ def test_size_is_checked_from_the_header_before_decoding(tmp_path):
     assert not row["readable"] and "exceeds contract.max_size 4096" in row["error"]
     assert (row["width"], row["height"]) == (12000, 12000)
     assert peak < 50e6, peak
+
+
+# ---- letterbox: a fixed input size without stretching, predictions back in the image's pixels
+
+BOX = [60.0, 30.0, 180.0, 90.0]  # XYXY in the 300x120 picture
+
+
+def picture(width: int = 300, height: int = 120, box=BOX) -> tuple[Image.Image, np.ndarray]:
+    """A black image with one white rectangle, and its class mask (1 inside, 0 outside)."""
+    mask = np.zeros((height, width), np.uint8)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    mask[y1:y2, x1:x2] = 1
+    return Image.fromarray(np.repeat(mask[..., None] * 255, 3, axis=2)), mask
+
+
+class FindsTheRectangle:
+    """What a perfect detector / segmenter answers: the bright pixels of the input it gets."""
+
+    def __init__(self, task: str):
+        self.task = task
+
+    def __call__(self, images):
+        import torch
+
+        if self.task == "segmentation":
+            bright = (images[:, 0] > 0.1).float()  # in [-1, 1]: the grey padding is 0.004, a 2x corner 0.125
+            return torch.stack([1 - bright, bright], dim=1)
+        out = []
+        for image in images:
+            ys, xs = torch.nonzero(image[0] > 0.25, as_tuple=True)
+            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()[None]
+            out.append({"boxes": box, "scores": torch.ones(1), "labels": torch.ones(1, dtype=torch.int64)})
+        return out
+
+
+@pytest.mark.parametrize(("side", "size"), [(64, (300, 120)), (600, (300, 120)), (64, (120, 300))])
+def test_letterbox_keeps_the_aspect_and_boxes_map_back_exactly(side, size):
+    import torch
+    from torchvision import tv_tensors
+
+    from components.data.datamodule import build_transform
+    from components.data.letterbox import boxes_to_original, fitted
+    from components.tasks import get_task
+
+    box = BOX if size[0] > size[1] else [30.0, 60.0, 90.0, 180.0]
+    image, _ = picture(*size, box=box)
+    target = {"boxes": tv_tensors.BoundingBoxes(torch.tensor([box]), format="XYXY", canvas_size=size[::-1]),
+              "labels": torch.tensor([1])}
+    pixels = tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+    out, moved = build_transform(get_task("detection"), side)(pixels, target)
+    assert tuple(out.shape) == (3, side, side)
+    fit_w, fit_h = fitted(*size, (side, side))
+    assert max(fit_w, fit_h) == side and abs(fit_w / fit_h - size[0] / size[1]) < 0.05  # not stretched
+    assert (out[:, fit_h:, :].abs() < 0.01).all() and (out[:, :, fit_w:].abs() < 0.01).all()  # grey padding
+    x1, y1, x2, y2 = moved["boxes"][0].tolist()
+    ys, xs = torch.nonzero(out[0] > 0.25, as_tuple=True)  # the rectangle's pixels sit under the moved box
+    assert abs(xs.min() - x1) <= 1 and abs(ys.min() - y1) <= 1 and abs(xs.max() + 1 - x2) <= 1 and abs(ys.max() + 1 - y2) <= 1
+    back = boxes_to_original(moved["boxes"].as_subclass(torch.Tensor), (side, side), size)
+    assert torch.allclose(back, torch.tensor([box], dtype=torch.float64), atol=1e-4)
+
+
+def test_a_mask_round_trip_through_the_letterbox_gives_back_the_original_mask():
+    import torch
+    from torchvision import tv_tensors
+
+    from components.data.datamodule import build_transform
+    from components.data.letterbox import MASK_FILL, mask_to_original
+    from components.tasks import get_task
+    from components.tasks.segmentation import IGNORE_INDEX
+
+    assert MASK_FILL == IGNORE_INDEX
+    image, mask = picture()
+    mask[100:120, 200:300] = 2  # a second class along the bottom edge, against the padding
+    for side in (150, 600):  # halving and doubling: nearest neighbour both ways
+        pixels = tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+        _, moved = build_transform(get_task("segmentation"), side)(pixels, tv_tensors.Mask(torch.from_numpy(mask).long()))
+        assert tuple(moved.shape) == (side, side) and (moved[side * 120 // 300 :] == MASK_FILL).all()
+        assert (mask_to_original(moved.as_subclass(torch.Tensor), (300, 120)).numpy() == mask).all()
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_served_predictions_on_a_non_square_image_land_on_the_original_pixels(task):
+    """predict_images (the pyfunc, `cvops predict`, evaluate's drawings) on a 300x120 image:
+    a model that finds the rectangle exactly answers it in the image's own pixels."""
+    from components.serving.checkpoint import predict_images
+
+    image, mask = picture()
+    [record] = predict_images(FindsTheRectangle(task), {"task": task, "image_size": 600, "classes": ["background", "box"]}, [image])
+    if task == "detection":
+        assert np.allclose(record["detections"][0]["box"], BOX, atol=0.5)
+    else:
+        assert (np.asarray(record["mask"]) == mask).all() and record["pixels"]["box"] == mask.sum()
+    [coarse] = predict_images(FindsTheRectangle(task), {"task": task, "image_size": 64, "classes": ["background", "box"]}, [image])
+    if task == "detection":  # one input pixel is 300/64 = 4.7 image pixels
+        assert np.allclose(coarse["detections"][0]["box"], BOX, atol=300 / 64)
+    else:
+        assert np.asarray(coarse["mask"]).shape == (120, 300) and (np.asarray(coarse["mask"]) == mask).mean() > 0.97
+
+
+def test_training_and_evaluation_read_non_square_images_through_the_same_letterbox(tmp_path):
+    import json
+
+    from components.data.datamodule import CVDataModule
+    from components.data.letterbox import boxes_to_original
+
+    image, _ = picture()
+    (tmp_path / "images").mkdir()
+    image.save(tmp_path / "images" / "a.png")
+    (tmp_path / "annotations").mkdir()
+    coco = {"images": [{"id": 1, "file_name": "images/a.png", "width": 300, "height": 120}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [60, 30, 120, 60], "area": 7200, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "box"}]}
+    for split in ("train", "test"):
+        (tmp_path / "annotations" / f"{split}.json").write_text(json.dumps(coco))
+    data = CVDataModule(tmp_path, __import__("components.tasks", fromlist=["get_task"]).get_task("detection"), 64, 1)
+    for split in ("train", "test"):
+        pixels, target = data.dataset(split, train=split == "train")[0]
+        assert tuple(pixels.shape) == (3, 64, 64) and tuple(target["boxes"].canvas_size) == (64, 64)
+        assert np.allclose(boxes_to_original(target["boxes"].as_subclass(__import__("torch").Tensor), (64, 64), (300, 120)), [BOX], atol=1e-4)

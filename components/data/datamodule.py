@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 
 from components.data import shards
 from components.data.images import load_rgb
+from components.data.letterbox import Letterbox
 from components.tasks.base import TaskSpec
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # images are normalised to [-1, 1]
@@ -31,10 +32,12 @@ AUGMENTATIONS = {
 
 
 def build_transform(spec: TaskSpec, image_size: int, augment: list[str] = (), targets: bool = True) -> v2.Compose:
-    """Resize to a square, optional augmentations, float in [-1, 1], then (with targets) the
-    task's own clean-up of targets (e.g. dropping boxes an augmentation pushed out of the
-    image). Inference transforms bare images: `targets=False`."""
-    steps = [v2.Resize((image_size, image_size), antialias=True)]
+    """Letterbox to a square (aspect kept, boxes and masks following: components/data/
+    letterbox.py), optional augmentations, float in [-1, 1], then (with targets) the task's
+    own clean-up of targets (e.g. dropping boxes an augmentation pushed out of the image).
+    Training, evaluation and serving all use it; inference transforms bare images:
+    `targets=False`."""
+    steps = [Letterbox(image_size)]
     steps += [AUGMENTATIONS[name]() for name in augment]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
     return v2.Compose(steps + (spec.target_transforms() if targets else []))

@@ -15,11 +15,14 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from components.data import near_duplicates
+
 CLASSES = tuple(str(d) for d in range(10))
 
 
-def export(out_dir: Path, splits: tuple[float, float, float], seed: int) -> Path:
-    """Write images/<i>.png (grayscale 8x8) and labels.csv with a stratified split."""
+def export(out_dir: Path, splits: tuple[float, float, float], seed: int, near_duplicate_distance: int | None = 2) -> Path:
+    """Write images/<i>.png (grayscale 8x8) and labels.csv with a stratified split in which
+    near-duplicates (4 pairs of 1,797 within 2 phash bits) share a split."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     digits = load_digits()
@@ -29,11 +32,16 @@ def export(out_dir: Path, splits: tuple[float, float, float], seed: int) -> Path
         rest, train_size=splits[1] / (splits[1] + splits[2]), stratify=digits.target[rest], random_state=seed
     )
     split_of = {**dict.fromkeys(train, "train"), **dict.fromkeys(val, "val"), **dict.fromkeys(test, "test")}
-    rows = []
+    rows, hashes = [], []
     for i, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
         name = f"images/{i:05d}.png"
-        Image.fromarray((pixels * (255 / 16)).round().astype(np.uint8), mode="L").save(out_dir / name)
+        image = Image.fromarray((pixels * (255 / 16)).round().astype(np.uint8), mode="L")
+        image.save(out_dir / name)
+        hashes.append(near_duplicates.phash(image.convert("RGB")))  # as the manifest decodes it
         rows.append({"path": name, "label": str(label), "split": split_of[i], "group": ""})
+    kept, _ = near_duplicates.keep_together([r["split"] for r in rows], hashes, near_duplicate_distance)
+    for row, split in zip(rows, kept, strict=True):
+        row["split"] = split
     with (out_dir / "labels.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, ["path", "label", "split", "group"])
         writer.writeheader()

@@ -1,7 +1,9 @@
 """The prepare stage: materialise the task's dataset in its canonical layout under
 data/<task>/ (built-in shapes or digits, or a user's dataset: `data.source: path`, in the
 formats of the README's Data section) and write its manifests. data/<task> is this stage's DVC output, so an
-ingested dataset is versioned and pushed like the built-in ones."""
+ingested dataset is versioned and pushed like the built-in ones; sources/<task>, a link to
+where the data comes from (components/data/sources.py), is its DVC dependency, so editing
+one image of a user dataset reruns prepare and what depends on it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from components.config import Params
-from components.data import digits, importers, label_files, shapes
+from components.data import digits, importers, label_files, shapes, sources
 from components.data.manifest import write_manifest
 from components.errors import ConfigError, DataContractError
 from components.paths import StagePaths
@@ -102,19 +104,22 @@ def run(params: Params, task: str) -> Path:
     out = paths.data
     if cfg.source == "path":
         check_user_dataset(Path(cfg.path))  # before anything stored is removed
+    moved = sources.link_source(task, cfg.source, cfg.path)  # prepare's DVC dependency on the data's origin
+    if moved:
+        print(f"{sources.source_link(task)} -> {moved} (prepare's DVC dependency; commit the link)")
     if out.exists():
         shutil.rmtree(out)
     splits = (cfg.splits.train, cfg.splits.val, cfg.splits.test)
+    near = params.task(task).contract.near_duplicate_distance
     if cfg.source == "shapes":
         shapes.generate(out, shapes.ShapesConfig(
             num_images=cfg.num_images, image_size=cfg.image_size, objects_per_image=cfg.objects_per_image,
-            minority_fraction=cfg.minority_fraction, splits=splits, seed=params.seed,
+            minority_fraction=cfg.minority_fraction, splits=splits, seed=params.seed, near_duplicate_distance=near,
         ))
     elif cfg.source == "digits":
-        digits.export(out, splits, params.seed)
+        digits.export(out, splits, params.seed, near)
     else:
-        how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed,
-                                  params.task(task).contract.near_duplicate_distance or 0)
+        how = ingest_user_dataset(Path(cfg.path), out, cfg.format, splits, params.seed, near or 0)
         print(f"data.path {cfg.path}: found {how}")
     if cfg.storage == "shards":  # scale (issue 18): tar shards + Parquet index, manifests through Ray Data
         rows = _shard(params, out, task, cfg.shard_size_mb, paths.manifest)

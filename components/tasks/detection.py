@@ -186,15 +186,15 @@ class DetectionTask(TaskSpec):
         return [{**{k: v.detach() for k, v in o.items()}, "canvas": tuple(images.shape[-2:])} for o in out]
 
     def format_predictions(self, preds, classes, sizes):
-        import torch
+        # boxes back through the inverse of the input's letterbox
+        from components.data.letterbox import boxes_to_original
 
         records = []
-        for pred, (width, height) in zip(preds, sizes, strict=True):
-            h, w = pred["canvas"]
-            scale = torch.tensor([width / w, height / h, width / w, height / h])
+        for pred, size in zip(preds, sizes, strict=True):
+            boxes = boxes_to_original(pred["boxes"].cpu().reshape(-1, 4), pred["canvas"], size)
             records.append({"detections": [
-                {"label": classes[int(label)], "score": round(float(score), 4), "box": [round(float(v), 2) for v in box * scale]}
-                for box, score, label in zip(pred["boxes"].cpu(), pred["scores"].cpu(), pred["labels"].cpu(), strict=True)
+                {"label": classes[int(label)], "score": round(float(score), 4), "box": [round(float(v), 2) for v in box]}
+                for box, score, label in zip(boxes, pred["scores"].cpu(), pred["labels"].cpu(), strict=True)
             ]})
         return records
 

@@ -131,11 +131,13 @@ class SegmentationTask(TaskSpec):
 
     def format_predictions(self, preds, classes, sizes):
         import torch
-        import torch.nn.functional as F
+
+        # the mask back through the inverse of the input's letterbox
+        from components.data.letterbox import mask_to_original
 
         records = []
-        for mask, (width, height) in zip(preds.cpu(), sizes, strict=True):
-            mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
+        for mask, size in zip(preds.cpu(), sizes, strict=True):
+            mask = mask_to_original(mask, size)
             counts = torch.bincount(mask.flatten(), minlength=len(classes))
             records.append({"mask": mask.tolist(), "pixels": {name: int(n) for name, n in zip(classes, counts, strict=True) if n}})
         return records

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.data.importers import coco, voc, yolo
+from components.data.importers import classfolders, coco, voc, yolo
 from components.data.importers.common import assign_splits, write_canonical
 from components.errors import DataContractError
 
@@ -18,9 +18,10 @@ LOOKED_FOR = {
     "coco": "COCO JSON (annotations/*.json, *.json, <split>/_annotations.coco.json with images + categories)",
     "yolo": "YOLO data.yaml with names and train/val/test folders, labels/*.txt",
     "voc": "Pascal VOC Annotations/*.xml or SegmentationClass/ + JPEGImages/",
-    "imagefolder": "<split>/<class>/<image> (ImageFolder; looked for last: a YOLO tree looks like one)",
+    "imagefolder": "<split>/<class>/<image> (ImageFolder; after YOLO: a YOLO tree looks like one)",
+    "classfolders": "<class>/<image> for two or more classes, no splits (a seeded split is made)",
 }
-IMPORTERS = {"coco": coco, "yolo": yolo, "voc": voc}
+IMPORTERS = {"coco": coco, "yolo": yolo, "voc": voc, "classfolders": classfolders}
 FORMATS = list(LOOKED_FOR)
 
 
@@ -39,7 +40,8 @@ def _imagefolder(root: Path) -> str | None:
     return None
 
 
-DETECTORS = {"canonical": _canonical, "coco": coco.detect, "yolo": yolo.detect, "voc": voc.detect, "imagefolder": _imagefolder}
+DETECTORS = {"canonical": _canonical, "coco": coco.detect, "yolo": yolo.detect, "voc": voc.detect, "imagefolder": _imagefolder,
+             "classfolders": classfolders.detect}
 
 
 def detect(root: Path) -> tuple[str, str]:

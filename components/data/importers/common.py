@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from components.data import near_duplicates
 from components.errors import DataContractError
 
 SPLITS = ("train", "val", "test")
@@ -55,53 +56,45 @@ def link(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def assign_splits(root: Path, items: list[Item], fractions: tuple[float, float, float], seed: int,
-                  near_distance: int = 2) -> None:
-    """Give every item without a split one, seeded, stratified by its first class, keeping
-    each cluster of the same picture (sha256 or perceptual hash within `near_distance`
-    bits) and each group... in one split: clusters are assigned whole."""
+def _hash(root: Path, item: Item) -> int:
     import hashlib
-
-    import imagehash
 
     from components.data.images import load_rgb
 
-    todo = [i for i in items if i.split is None]
-    if not todo:
+    try:  # the manifest's perceptual hash (validate compares it across splits)
+        return near_duplicates.phash(load_rgb(root / item.path))
+    except Exception:  # noqa: BLE001  (an unreadable image is the contract's to report; hash its bytes)
+        return int(hashlib.sha256((root / item.path).read_bytes()).hexdigest()[:16], 16)
+
+
+def assign_splits(root: Path, items: list[Item], fractions: tuple[float, float, float], seed: int,
+                  near_distance: int = 2) -> None:
+    """Give every item without a split one: seeded, stratified by (first class, group), with
+    each cluster of near-duplicates (near_duplicates.clusters) assigned whole, so the same
+    picture never lands in two splits. A cluster that holds an item the export already put
+    in a split goes there. In each stratum the clusters are shuffled and dealt in order
+    until train, then val, hold their fraction of the stratum's images; the first cluster
+    of every stratum goes to train, so every class and group is trained on."""
+    if all(i.split is not None for i in items):
         return
-    hashes = []
-    for item in todo:
-        try:
-            hashes.append(int(str(imagehash.phash(load_rgb(root / item.path))), 16))
-        except Exception:  # noqa: BLE001  (an unreadable image is the contract's to report; hash its bytes)
-            hashes.append(int(hashlib.sha256((root / item.path).read_bytes()).hexdigest()[:16], 16))
-    bits = np.array(hashes, dtype=np.uint64)
-    parent = list(range(len(todo)))  # union-find over near-duplicate pairs
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(todo)):
-        for j in np.flatnonzero(np.bitwise_count(bits[i] ^ bits[i + 1 :]) <= near_distance):
-            parent[find(i + 1 + int(j))] = find(i)
-    clusters: dict[int, list[Item]] = {}
-    for i, item in enumerate(todo):
-        clusters.setdefault(find(i), []).append(item)
-    by_class: dict[str, list[list[Item]]] = {}
-    for members in clusters.values():
+    clusters = [[items[k] for k in members]
+                for members in near_duplicates.clusters([_hash(root, i) for i in items], near_distance)]
+    strata: dict[tuple[str, str], list[list[Item]]] = {}
+    for members in clusters:
+        fixed = next((m.split for m in members if m.split is not None), None)
+        if fixed is not None:
+            for member in members:
+                member.split = member.split or fixed
+            continue
         first = members[0]
-        key = first.label or (first.labels[0] if first.labels else "")
-        by_class.setdefault(key, []).append(members)
+        strata.setdefault((first.label or (first.labels[0] if first.labels else ""), first.group), []).append(members)
     rng = random.Random(seed)
-    for key in sorted(by_class):
-        groups = by_class[key]
+    for key in sorted(strata):
+        groups = strata[key]
         rng.shuffle(groups)
         total, done = sum(len(g) for g in groups), 0
         for members in groups:
-            share = done / max(total, 1)
+            share = done / total
             split = "train" if share < fractions[0] else "val" if share < fractions[0] + fractions[1] else "test"
             for member in members:
                 member.split = split

@@ -1,5 +1,5 @@
-"""Export a canonical dataset (the built-in shapes) as the tools would: COCO with RLE
-masks (CVAT "COCO 1.0" style, one instances_<split>.json, images under images/), YOLO
+"""Export a canonical dataset (the built-in shapes) as the tools would: COCO with RLE or
+polygon masks (CVAT "COCO 1.0" style, one instances_<split>.json, images under images/), YOLO
 (data.yaml, <split>/images, <split>/labels) and Pascal VOC (Annotations, JPEGImages,
 ImageSets/Main, SegmentationClass palette PNGs). For the README's worked example and the
 round-trip tests: `python -m components.data.importers.examples <canonical> <out>`."""
@@ -43,7 +43,25 @@ def _records(root: Path) -> tuple[list[dict], list[str], dict[str, str]]:
     return read_coco_records(root), classes, masks
 
 
-def to_coco(root: Path, out: Path) -> Path:
+def pixel_polygons(region: np.ndarray) -> list[list[float]]:
+    """A boolean mask as COCO polygons along pixel edges, one rectangle per run of rows
+    with the same horizontal runs: pycocotools renders them back to exactly these pixels
+    (a free-hand polygon from a tool goes through the same renderer, coco.render)."""
+    polygons, open_runs = [], {}  # (x1, x2) -> first row of the rectangle
+    for y in range(region.shape[0] + 1):
+        row = region[y] if y < region.shape[0] else np.zeros(region.shape[1], bool)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        runs = set(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+        for run in [r for r in open_runs if r not in runs]:
+            (x1, x2), y1 = run, open_runs.pop(run)
+            polygons.append([float(v) for v in (x1, y1, x2, y1, x2, y, x1, y)])
+        for run in runs - open_runs.keys():
+            open_runs[run] = y
+    return polygons
+
+
+def to_coco(root: Path, out: Path, polygons: bool = False) -> Path:
+    """COCO with one RLE per object, or (`polygons`, CVAT's default for drawn shapes) polygons."""
     from faster_coco_eval.core import mask as coco_mask
 
     records, classes, masks = _records(root)
@@ -61,8 +79,11 @@ def to_coco(root: Path, out: Path) -> Path:
                     region = np.zeros(mask.shape, np.uint8, order="F")
                     ys, xs = slice(int(y1), int(np.ceil(y2))), slice(int(x1), int(np.ceil(x2)))
                     region[ys, xs] = mask[ys, xs] == classes.index(label) + 1
-                    rle = coco_mask.encode(np.asfortranarray(region))
-                    ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]}
+                    if polygons:
+                        ann["segmentation"] = pixel_polygons(region.astype(bool))
+                    else:
+                        rle = coco_mask.encode(np.asfortranarray(region))
+                        ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]}
                 coco["annotations"].append(ann)
         (out / "annotations").mkdir(parents=True, exist_ok=True)
         (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
@@ -110,5 +131,6 @@ def to_voc(root: Path, out: Path) -> Path:
 
 if __name__ == "__main__":
     source, target = Path(sys.argv[1]), Path(sys.argv[2])
-    for name, export in (("coco", to_coco), ("yolo", to_yolo), ("voc", to_voc)):
+    for name, export in (("coco", to_coco), ("coco-polygons", lambda a, b: to_coco(a, b, polygons=True)),
+                         ("yolo", to_yolo), ("voc", to_voc)):
         print(export(source, target / name))
