@@ -141,3 +141,51 @@ def test_cvops_predict_runtime_onnx_matches_torch(tmp_path, monkeypatch, task):
         assert a["image"] == b["image"]
         _close(a, b)
     assert main(["predict", task, *images, "--runtime", "onnx-int8"]) == 2  # not exported: a clear error, exit 2
+
+
+def test_onnx_models_on_a_run_are_logged_once_per_content(tmp_path, monkeypatch):
+    """log_onnx_model / drop_stale_formats on a real SQLite store (the files' bytes are all
+    they hash, so stand-ins do): the same content twice is one model, new content replaces it,
+    a format no longer exported loses its model and its artifact."""
+    from components.serving.onnx_model import drop_stale_formats, log_onnx_model, run_onnx_models
+
+    ws = make_registry_workspace(tmp_path, "classification", monkeypatch)  # a migrated store, copied
+    tracking.setup(load_params(), "classification")
+    files = {name: ws / name for name in ("model.fp32.onnx", "model.int8.onnx", "meta.json")}
+    for path in files.values():
+        path.write_text(path.name)
+    with mlflow.start_run() as run:
+        run_id = run.info.run_id
+        for path in files.values():
+            mlflow.log_artifact(str(path), "export")
+        fp32 = log_onnx_model("onnx-fp32", files["model.fp32.onnx"], files["meta.json"], run_id)
+        log_onnx_model("onnx-int8", files["model.int8.onnx"], files["meta.json"], run_id)
+        assert log_onnx_model("onnx-fp32", files["model.fp32.onnx"], files["meta.json"], run_id) == fp32
+        files["model.fp32.onnx"].write_text("re-exported")
+        replaced = log_onnx_model("onnx-fp32", files["model.fp32.onnx"], files["meta.json"], run_id)
+        assert replaced != fp32
+        assert drop_stale_formats(run_id, {"fp32"}) == ["export/model.int8.onnx", "onnx-int8"]
+    assert {m.name: m.model_id for m in run_onnx_models(run_id)} == {"onnx-fp32": replaced}
+    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "export")} == {"export/model.fp32.onnx", "export/meta.json"}
+
+
+@pytest.mark.slow  # three export runs (~1 min on the loaded 2-core machine); the default suite has the one above
+def test_rerunning_export_replaces_its_models_on_the_run(tmp_path, monkeypatch):
+    """The stage reruns on the same training run (its params changed): one `onnx-<format>`
+    model per format on the run, the same one when its content did not change, and none (nor
+    its artifact) for a format switched off since."""
+    from components.serving.onnx_model import run_onnx_models
+    from components.stages import export as export_stage
+
+    ws, candidate, _ = exported_workspace(tmp_path, "classification", monkeypatch)
+    before = {m.name: m.model_id for m in run_onnx_models(candidate.run_id)}
+    assert sorted(before) == ["onnx-fp32", "onnx-int8"]
+    export_stage.run(load_params(), "classification")  # same params, same weights: nothing new
+    assert {m.name: m.model_id for m in run_onnx_models(candidate.run_id)} == before
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["tasks"]["classification"]["export"]["int8"] = False
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    export_stage.run(load_params(), "classification")
+    assert {m.name: m.model_id for m in run_onnx_models(candidate.run_id)} == {"onnx-fp32": before["onnx-fp32"]}
+    attached = {a.path for a in mlflow.MlflowClient().list_artifacts(candidate.run_id, "export")}
+    assert "export/model.fp32.onnx" in attached and "export/model.int8.onnx" not in attached
