@@ -189,3 +189,32 @@ def test_rerunning_export_replaces_its_models_on_the_run(tmp_path, monkeypatch):
     assert {m.name: m.model_id for m in run_onnx_models(candidate.run_id)} == {"onnx-fp32": before["onnx-fp32"]}
     attached = {a.path for a in mlflow.MlflowClient().list_artifacts(candidate.run_id, "export")}
     assert "export/model.fp32.onnx" in attached and "export/model.int8.onnx" not in attached
+
+
+# modules a stage runs that no import names: MLflow loads them (models-from-code) by path
+LOADED_BY_MLFLOW = {
+    "components.serving.model": {"components.serving.pyfunc"},  # logged as the torch model's code
+    "components.serving.onnx_model": {"components.serving.onnx_pyfunc"},  # and the ONNX models'
+    "components.registry.promotion": {"components.serving.pyfunc"},  # loads the champion's pyfunc
+}
+
+
+def test_stage_deps_name_exactly_the_serving_modules_the_stage_runs():
+    """dvc.yaml's deps of each stage cover the components/serving modules its code reaches
+    and no other: editing an ONNX module reruns export (and promote after it), not training."""
+    from tests.test_layout import ROOT, imports
+
+    graph = imports()
+    for module, extra in LOADED_BY_MLFLOW.items():
+        graph[module] |= extra
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    serving = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "components/serving").glob("*.py") if p.name != "__init__.py")
+    for stage, spec in stages.items():
+        reached, todo = set(), [f"components.stages.{stage}"]
+        while todo:
+            for dep in graph[todo.pop()] - reached:
+                reached.add(dep)
+                todo.append(dep)
+        runs = {f for f in serving if f.removesuffix(".py").replace("/", ".") in reached}
+        named = {f for f in serving if any(f == d or f.startswith(d.rstrip("/") + "/") for d in spec["deps"])}
+        assert named == runs, f"{stage}: deps name {sorted(named - runs)} it does not run, miss {sorted(runs - named)}"
