@@ -218,3 +218,33 @@ def test_stage_deps_name_exactly_the_serving_modules_the_stage_runs():
         runs = {f for f in serving if f.removesuffix(".py").replace("/", ".") in reached}
         named = {f for f in serving if any(f == d or f.startswith(d.rstrip("/") + "/") for d in spec["deps"])}
         assert named == runs, f"{stage}: deps name {sorted(named - runs)} it does not run, miss {sorted(runs - named)}"
+
+
+def _figures(fmt: str, accuracy: float, p50: float) -> dict[str, float]:
+    return {f"export/{fmt}/accuracy": accuracy, f"export/{fmt}/latency_b1_p50_ms": p50, f"export/{fmt}/latency_b1_p95_ms": 2 * p50,
+            f"export/{fmt}/latency_b16_p50_ms": p50 / 2, f"export/{fmt}/latency_b16_p95_ms": p50, f"export/{fmt}/b16_images_per_s": 2000 / p50,
+            f"export/{fmt}/size_mb": 1.0, f"export/{fmt}/drop": 0.96 - accuracy, f"export/{fmt}/speedup": 9.5 / p50}
+
+
+def test_the_cards_export_section_says_what_is_served_and_why_not(tmp_path, monkeypatch):
+    """The card's export section from an export.json and the verdict as gate.json / card.json
+    store it (figures: the classification demo's, rounded)."""
+    from components.serving.report import export_card_section, render_export
+
+    report = {**_figures("eager", 0.96, 9.5), **_figures("fp32", 0.96, 0.29), **_figures("int8", 0.9411, 0.24),
+              "export/fp32/max_abs_diff": 3.8e-06, "export/threads": 2.0, "export/wall_s": 66.0, "export/export_s": 43.0}
+    rule = {"metric": "export/int8/drop", "rule": "<= 0.005 (else onnx-int8 is not served)", "value": 0.0189, "passed": False}
+    verdict = {"passed": True, "servable": ["torch", "onnx-fp32"], "checks": [rule]}
+    text = render_export(report, verdict, "accuracy")
+    assert "**Servable**: `torch`, `onnx-fp32`." in text
+    assert "**Withheld** `onnx-int8`: `export/int8/drop` 0.0189, rule <= 0.005" in text
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 0.9411 | 0.0189 | - | 0.24 | 0.48 | 0.12 | 0.24 | 8333.3 | 39.58x | 1.00 |" in rows["ONNX INT8"]
+    assert "3.8e-06" in rows["ONNX FP32"] and "2 CPU thread(s)" in text and "wall time 66 s" in text
+    assert "Nothing is served" in render_export(report, {**verdict, "passed": False}, "accuracy")
+    # in the card: pending until the verdict is in, then read from the stage's export.json
+    monkeypatch.chdir(tmp_path)
+    assert "PENDING" in export_card_section({"task": "classification"})
+    (tmp_path / "reports" / "classification").mkdir(parents=True)
+    (tmp_path / "reports" / "classification" / "export.json").write_text("{}")
+    assert "Not exported" in export_card_section({"task": "classification", "verdict": verdict})
