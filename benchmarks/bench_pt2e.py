@@ -42,7 +42,8 @@ class Compiled(nn.Module):
 
     def __init__(self, fn) -> None:
         super().__init__()
-        self.fn, self._device = fn, nn.Parameter(torch.empty(0), requires_grad=False)
+        self._device = nn.Parameter(torch.empty(0), requires_grad=False)
+        object.__setattr__(self, "fn", fn)  # not a submodule: an exported model refuses .eval() (it is in eval already)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.fn(images)
@@ -69,7 +70,7 @@ def pt2e_int8(model: nn.Module, side: int, calibration: list) -> tuple[nn.Module
     compiled = torch.compile(converted, dynamic=True)
     with torch.no_grad():
         compiled(example[0])
-    return Compiled(compiled).eval(), quantized - started, time.perf_counter() - quantized
+    return Compiled(compiled), quantized - started, time.perf_counter() - quantized
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import shutil
 
 import mlflow
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import yaml
@@ -98,6 +99,11 @@ def test_export_stage_parity_cost_and_serving(tmp_path, monkeypatch, task):
         assert 0 < report[f"export/{fmt}/latency_b1_p50_ms"] <= report[f"export/{fmt}/latency_b1_p95_ms"]
         assert report[f"export/{fmt}/b4_images_per_s"] > 0 and report[f"export/{fmt}/size_mb"] > 0
     assert report["export/int8/size_mb"] < report["export/fp32/size_mb"]
+    int8 = onnx.load(str(paths.export_dir / "model.int8.onnx")).graph
+    dequantized = {o for n in int8.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in int8.node if n.op_type == "Conv"]
+    assert not set(convs[0].input) & dequantized, "the conv reading the image stays FP32 (serving/quantize.py says why)"
+    assert all(set(c.input) & dequantized for c in convs[1:]), "every other conv is quantized"
     client = mlflow.MlflowClient()
     attached = {a.path for a in client.list_artifacts(candidate.run_id, "export")}
     assert {"export/model.fp32.onnx", "export/model.int8.onnx", "export/meta.json", "export/export.json"} <= attached
