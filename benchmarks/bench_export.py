@@ -34,11 +34,18 @@ from components.tasks import get_task
 def pt2e(model: torch.nn.Module, side: int, batch: torch.Tensor, warmup: int, runs: int) -> str:
     """PT2E static INT8 (X86InductorQuantizer) compiled by Inductor: p50 per image at batch 1."""
     try:
-        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torch.ao.quantization.quantizer.x86_inductor_quantizer import (
-            X86InductorQuantizer,
-            get_default_x86_inductor_quantization_config,
-        )
+        try:  # torch 2.13 ships PT2E only in torchao (not locked: PYTHONPATH, see bench_pt2e.py)
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+                X86InductorQuantizer,
+                get_default_x86_inductor_quantization_config,
+            )
+        except ModuleNotFoundError:
+            from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from torch.ao.quantization.quantizer.x86_inductor_quantizer import (
+                X86InductorQuantizer,
+                get_default_x86_inductor_quantization_config,
+            )
 
         example = (torch.randn(2, 3, side, side),)
         graph = torch.export.export(model, example).module()

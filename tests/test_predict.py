@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torchvision.ops import nms
 
-from components.serving.predict import expand, readable, select
+from components.serving.predict import expand, readable
+from components.serving.selection import select
 
 
 def test_select_is_class_aware_nms_with_score_and_count_limits():

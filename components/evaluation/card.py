@@ -16,6 +16,8 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from components.serving.report import export_card_section
+
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
@@ -93,6 +95,7 @@ def to_markdown(card: dict[str, Any], image_ref=lambda p: p) -> str:
     out = [f"# Model card: {card['model_name']}", "",
            f"Task **{card['task']}**, arch `{card['arch']}`, classes {', '.join(card['classes'])}; evaluated {card['date']}.", "",
            "## Gate verdict", _verdict(card.get("verdict")), "",
+           export_card_section(card),
            "## Headline metrics (test split)", _table(["metric", "value"], [[f"`{k}`", v] for k, v in card["metrics"].items()]), "",
            "## Per class", _per_class(card.get("per_class", {}), card["classes"]), "",
            "## Fairness", _fairness(card["fairness"]), "",

@@ -155,7 +155,7 @@ def worst_images(spec, classes: list[str], preds: Any, targets: Any, count: int)
 def overlays(data: CVDataModule, suite: dict[str, Any], out: Path, count: int = OVERLAY_IMAGES) -> Path:
     """The worst `count` test images by the task metric, each drawn by the task (image |
     ground truth | prediction [| errors]), one per row, with the legend: predictions.png."""
-    from components.serving.predict import operating_point, select
+    from components.serving.selection import operating_point, select
     from components.tasks.drawing import save_figure, to_uint8
 
     spec, classes = data.spec, data.classes

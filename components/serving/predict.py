@@ -17,36 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.serving.selection import operating_point, select
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 RUNTIMES = {"torch": None, "onnx": "fp32", "onnx-int8": "int8"}  # --runtime -> exported format
-
-
-def operating_point(task: str) -> dict[str, Any]:
-    from components.tasks import OPERATING_POINTS
-
-    return dict(OPERATING_POINTS.get(task, {}))
-
-
-def select(record: dict[str, Any], conf: float | None = None, iou: float | None = None,
-           max_det: int | None = None) -> dict[str, Any]:
-    """A detection record's boxes with score >= conf, class-aware NMS at `iou` (torchvision's
-    batched_nms: a box suppresses only boxes of its own class), the best max_det kept.
-    Records without detections are returned as they are."""
-    if "detections" not in record:
-        return record
-    import torch
-    from torchvision.ops import batched_nms
-
-    dets = [d for d in record["detections"] if conf is None or d["score"] >= conf]
-    if dets and iou is not None:
-        labels = {name: i for i, name in enumerate(dict.fromkeys(d["label"] for d in dets))}
-        keep = batched_nms(torch.tensor([d["box"] for d in dets], dtype=torch.float32),
-                           torch.tensor([d["score"] for d in dets], dtype=torch.float32),
-                           torch.tensor([labels[d["label"]] for d in dets]), iou).tolist()
-        dets = [dets[i] for i in keep]  # best score first
-    else:
-        dets = sorted(dets, key=lambda d: -d["score"])
-    return {**record, "detections": dets[:max_det] if max_det is not None else dets}
 
 
 @dataclass

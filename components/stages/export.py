@@ -36,7 +36,7 @@ from components.runtime import tracking
 from components.serving import benchmark
 from components.serving.checkpoint import load_checkpoint
 from components.serving.onnx_export import UnsupportedExport, export_onnx, graph_input, graph_of
-from components.serving.onnx_model import log_onnx_model
+from components.serving.onnx_model import drop_stale_formats, log_onnx_model
 from components.serving.onnx_runtime import onnx_model
 from components.serving.quantize import quantize_int8
 
@@ -128,6 +128,7 @@ def run(params: Params, task: str) -> dict[str, Any]:
         report[f"export/{fmt}/speedup"] = report["export/eager/latency_b1_p50_ms"] / report[f"export/{fmt}/latency_b1_p50_ms"]
     report["export/wall_s"] = time.perf_counter() - started
     report["export/export_s"] = export_s
+    report["export/threads"] = float(ex.threads)  # of every latency figure (the card states it)
     paths.export_report.write_text(json.dumps(report, indent=2, sort_keys=True))
 
     tracking.setup(params, task)
@@ -135,8 +136,9 @@ def run(params: Params, task: str) -> dict[str, Any]:
         mlflow.log_metrics({tracking.metric_key(k): v for k, v in report.items()})
         for path in [*formats.values(), paths.export_dir / "meta.json", paths.export_report]:
             mlflow.log_artifact(str(path), "export")
-        for fmt, path in formats.items():
-            log_onnx_model(f"onnx-{fmt}", path, paths.export_dir / "meta.json")
+        for fmt, path in formats.items():  # idempotent: a rerun on this run replaces, never duplicates
+            log_onnx_model(f"onnx-{fmt}", path, paths.export_dir / "meta.json", run_id)
+        drop_stale_formats(run_id, set(formats))
     shown = "  ".join(f"{fmt}: {monitor} {report[f'export/{fmt}/{monitor}']:.4f} (drop {report[f'export/{fmt}/drop']:+.4f}), "
                       f"{report[f'export/{fmt}/speedup']:.2f}x" for fmt in formats)
     print(f"{task} export ({report['export/wall_s']:.0f} s): eager {monitor} {eager[monitor]:.4f}  {shown}  -> {paths.export_report}")
