@@ -39,8 +39,9 @@ def repo_root() -> Path:
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # before prefect is imported (it reads its settings then); an explicit PREFECT_HOME wins
 if "PREFECT_HOME" not in os.environ:
-    os.environ["PREFECT_HOME"] = str(prefect_home(repo_root()))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect makes the last level only
+    _home = prefect_home(repo_root())
+    _home.mkdir(parents=True, exist_ok=True)  # Prefect makes the last level only
+    os.environ.setdefault("PREFECT_HOME", str(_home))
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import (  # noqa: E402
