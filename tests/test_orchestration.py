@@ -1,11 +1,14 @@
-"""`cvops up` for real: a Prefect server, an MLflow server and a process worker on free
-loopback ports over a tiny workspace; prefect.yaml's deployments applied; the on-demand
-deployment triggered through Prefect's REST API with an override (a DVC experiment), the
-nightly schedule read back from the server, both UIs driven in headless Chromium, then
-`cvops down`. One pipeline run (~2 min of CPU) serves every test; tests run in file order."""
+"""`cvops up` for real: first the demo (`cvops run`, on Prefect's temporary server), then a
+Prefect server, an MLflow server and a process worker on free loopback ports over that tiny
+workspace; the demo's run is in the server's UI; prefect.yaml's deployments applied; the
+on-demand deployment triggered through Prefect's REST API with overrides (a DVC experiment,
+a task per stage, rejected by its gate), the nightly schedule read back from the server,
+both UIs driven in headless Chromium (a Quick run: every stage skipped), then `cvops down`.
+Two pipeline runs (~2 min of CPU each) serve every test; tests run in file order."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -15,17 +18,61 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import BIN, ROOT, dvc, git, make_workspace, stage_env, tiny_params
+from components.paths import STAGES
+from tests.conftest import BIN, ROOT, dvc, git, git_init, make_workspace, stage_env, tiny_params
 
 pytestmark = pytest.mark.timeout(1800)  # servers + one pipeline run: ~4 min idle, ~12 on a busy 2-core box
 
 TASK = "classification"
 MODEL = f"cvops-{TASK}"
-OVERRIDE = {f"tasks.{TASK}.train.epochs": "1"}
+MONITOR = "accuracy"
+# a shorter training, and a floor no model meets: the experiment is rejected by its gate
+OVERRIDE = {f"tasks.{TASK}.train.epochs": "1", f"tasks.{TASK}.gate.thresholds": "[{metric:accuracy,min:1.01}]"}
 EXPERIMENT = "api-epochs-1"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def test_stage_progress_bars_leave_the_log_and_each_experiment_stage_is_wrapped(tmp_path):
+    """Without servers: a two-stage DVC pipeline whose first stage draws a tqdm bar. The bar's
+    redraws reach the progress callback, not the log; an experiment calls the wrapper once per
+    stage, in order, with whether it ran (the unchanged first stage: skipped)."""
+    from flows import dvc_runner
+
+    bar = "python -c \"from tqdm import tqdm; [None for _ in tqdm(range(4), desc='count up', mininterval=0)]; print('counted')\""
+    stages = {"stages": {
+        "count": {"cmd": f"{bar} && echo done > count.txt", "outs": ["count.txt"]},  # tqdm draws on stderr
+        "use": {"cmd": "python -c \"import yaml; open('use.txt', 'w').write(str(yaml.safe_load(open('params.yaml'))['n']))\"",
+                "deps": ["count.txt"], "params": ["n"], "outs": ["use.txt"]}}}
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "params.yaml").write_text("n: 1\n")
+    (ws / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    git_init(ws)
+    dvc(ws, "init", "-q")
+    records: list[str] = []
+    logger = logging.getLogger("test-progress")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: records.append(r.getMessage())})())
+    progress: list[tuple[str, float]] = []
+    assert dvc_runner.reproduce(ws, "count", logger, lambda desc, pct: progress.append((desc, pct)))
+    assert progress and progress[-1] == ("count up", 100.0) and {d for d, _ in progress} == {"count up"}, progress
+    assert "counted" in records and not any("%|" in r for r in records), records
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "baseline")
+
+    calls: list[tuple[str, bool]] = []
+
+    def each_stage(target: str, workdir: Path, reproduce) -> bool:
+        assert workdir != ws and (workdir / "dvc.yaml").exists(), "runs in DVC's temporary copy"
+        calls.append((target, reproduce()))
+        return calls[-1][1]
+
+    name, rev = dvc_runner.run_experiment(ws, ["count", "use"], {"n": "2"}, "two", logger, each_stage=each_stage)
+    assert calls == [("count", False), ("use", True)]
+    assert dvc_runner.show_file(ws, rev, "params.yaml").strip() == "n: 2"
 
 
 def free_port() -> int:
@@ -42,8 +89,11 @@ class Live:
         self.mlflow = f"http://127.0.0.1:{mlflow_port}"
 
     def cvops(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "cvops"), *args], cwd=self.ws, env=stage_env(),
-                              capture_output=True, text=True, timeout=600)
+        env = stage_env()
+        for key in ("PREFECT_HOME", "PREFECT_API_URL"):  # the workspace's own, as for a user
+            env.pop(key, None)
+        return subprocess.run([str(BIN / "cvops"), *args], cwd=self.ws, env=env,
+                              capture_output=True, text=True, timeout=1500)
 
     def deployment(self, name: str) -> dict:
         response = self.api.get(f"/deployments/name/cv-pipeline/{name}")
@@ -63,8 +113,19 @@ class Live:
             time.sleep(3)
         raise AssertionError(f"flow run {flow_run_id} not finished after {timeout_s} s: {run['state_type']}")
 
-    def logs(self, flow_run_id: str) -> str:
-        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    def task_runs(self, flow_run_id: str) -> dict[str, dict]:
+        """name -> task run (its state's type, name and message) of one flow run."""
+        body = {"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}}
+        return {r["name"]: r for r in self.api.post("/task_runs/filter", json=body).raise_for_status().json()}
+
+    def artifacts(self, flow_run_id: str, kind: str) -> list[dict]:
+        body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "type": {"any_": [kind]}}}
+        return self.api.post("/artifacts/filter", json=body).raise_for_status().json()
+
+    def logs(self, flow_run_id: str, flow_only: bool = False) -> str:
+        """The run's log; flow_only: the flow's own records, not its tasks' (stage output)."""
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]},
+                         **({"task_run_id": {"is_null_": True}} if flow_only else {})}, "limit": 200}
         return "\n".join(r["message"] for r in self.api.post("/logs/filter", json=body).json())
 
 
@@ -82,6 +143,10 @@ def live(tmp_path_factory: pytest.TempPathFactory):
     git(ws, "add", "prefect.yaml")
     git(ws, "commit", "-qm", "deployments")
     server = Live(ws, ports["prefect_port"], ports["mlflow_port"])
+    server.demo = server.cvops("run")  # as `make demo`: no servers up, Prefect's temporary one
+    assert server.demo.returncode == 0, server.demo.stdout + server.demo.stderr
+    git(ws, "add", "-A")  # the user commits the demo's dvc.lock; the schedule runs on that
+    git(ws, "commit", "-qm", "demo")
     up = server.cvops("up")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -100,6 +165,26 @@ def on_demand_run(live: Live) -> str:
     return response.raise_for_status().json()["id"]
 
 
+def test_the_demo_run_made_before_up_is_in_its_ui(live):
+    """`cvops run` without servers recorded its flow run where `cvops up`'s server looks: a
+    task per stage with the stage's name, the evaluation's progress as a progress artifact
+    (not tqdm lines in the log), the report with metric names as code (not e-mail links)."""
+    assert live.prefect in live.demo.stdout and live.mlflow in live.demo.stdout, f"Where to look: the configured ports\n{live.demo.stdout}"
+    body = {"flow_runs": {"deployment_id": {"is_null_": True}}}
+    [demo] = live.api.post("/flow_runs/filter", json=body).raise_for_status().json()
+    assert demo["state_type"] == "COMPLETED", demo["state"]
+    tasks = live.task_runs(demo["id"])
+    assert {f"{stage}@{TASK}" for stage in STAGES} | {f"report {TASK}"} == set(tasks), sorted(tasks)
+    assert {t["state_name"] for t in tasks.values()} == {"Completed"}, "a fresh workspace: every stage ran"
+    assert "promoted to @champion" in tasks[f"promote@{TASK}"]["state"]["message"]
+    [bar] = [a for a in live.artifacts(demo["id"], "progress") if a["task_run_id"] == tasks[f"evaluate@{TASK}"]["id"]]
+    assert bar["data"] == 100.0 and bar["description"] == f"evaluate {TASK}"
+    logs = live.logs(demo["id"])
+    assert "%|" not in logs, "tqdm redraws in the log"
+    [report] = live.artifacts(demo["id"], "markdown")
+    assert "**promoted**" in report["data"] and f"| `{MONITOR}` |" in report["data"], report["data"]
+
+
 def test_nightly_schedule_is_registered_and_scheduled_by_the_server(live, on_demand_run):
     nightly = live.deployment("nightly")
     [schedule] = nightly["schedules"]
@@ -108,7 +193,11 @@ def test_nightly_schedule_is_registered_and_scheduled_by_the_server(live, on_dem
     assert nightly["work_pool_name"] == "cvops-local"
     assert nightly["global_concurrency_limit"]["limit"] == 1
     assert live.api.get("/work_pools/cvops-local").json()["concurrency_limit"] == 1, "one run per workspace"
-    assert live.deployment("on-demand")["schedules"] == []
+    on_demand = live.deployment("on-demand")
+    assert on_demand["schedules"] == []
+    described = {k: p.get("description", "") for k, p in on_demand["parameter_openapi_schema"]["properties"].items()}
+    assert set(described) == {"tasks", "overrides", "experiment_name"} and all(described.values()), described
+    assert "DVC experiment" in " ".join(described["overrides"].split()), "the Run form says what a parameter does"
     deadline = time.monotonic() + 180  # the server's scheduler loop creates the upcoming runs
     while not (scheduled := live.flow_runs(nightly["id"])) and time.monotonic() < deadline:
         time.sleep(5)
@@ -117,23 +206,36 @@ def test_nightly_schedule_is_registered_and_scheduled_by_the_server(live, on_dem
     assert all(run["expected_start_time"][11:16] == "02:00" for run in scheduled)
 
 
-def test_on_demand_run_with_override_is_a_dvc_experiment_tracked_in_mlflow(live, on_demand_run):
+def test_on_demand_run_with_override_is_a_dvc_experiment_rejected_by_its_gate(live, on_demand_run):
     run = live.wait(on_demand_run)
-    assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{live.logs(on_demand_run)}"
+    logs = live.logs(on_demand_run)
+    assert run["state_type"] == "FAILED" and run["state"]["message"].startswith("gate rejected: "), f"{run['state']}\n{logs}"
+    # the flow's own records (a stage's output may hold a library's traceback, e.g. Ray's warnings)
+    assert "Traceback" not in live.logs(on_demand_run, flow_only=True), "a rejection is a verdict, not a crash"
+    tasks = live.task_runs(on_demand_run)
+    assert {f"{stage}@{TASK}" for stage in STAGES} | {f"report {TASK}"} == set(tasks), "a task per stage"
+    state = {name.split("@")[0]: (t["state_type"], t["state_name"]) for name, t in tasks.items()}
+    assert state["prepare"] == ("COMPLETED", "Skipped"), "unchanged since the demo: DVC skipped it"
+    assert state["train"] == ("COMPLETED", "Completed") and state["evaluate"] == ("COMPLETED", "Completed")
+    assert state["promote"] == ("FAILED", "Rejected")
+    promote = tasks[f"promote@{TASK}"]
+    assert "not promoted" in promote["state"]["message"] and "accuracy" in promote["state"]["message"]
+    assert promote["run_count"] == 1, "a verdict is not retried"
+    assert "Running stage 'train@classification'" in live.logs(on_demand_run), "stage output streamed to the Prefect log"
+
     client = MlflowClient(tracking_uri=live.mlflow)
     experiment = client.get_experiment_by_name(f"cvops/{TASK}")
     train = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("cvops.stage") == "train")
     assert train.info.run_name == f"{TASK}-train {EXPERIMENT}", "the run names its DVC experiment"
     assert train.data.params["train.epochs"] == "1", "the override reached the training run"
-    champion = client.get_model_version_by_alias(MODEL, "champion")
-    assert champion.run_id == train.info.run_id
-    assert champion.tags["cvops.prefect_flow_run_id"] == on_demand_run
+    [candidate] = client.search_model_versions(f"name='{MODEL}' and run_id='{train.info.run_id}'")
+    assert candidate.tags["cvops.prefect_flow_run_id"] == on_demand_run
+    assert client.get_model_version_by_alias(MODEL, "champion").run_id != train.info.run_id, "rejected: not champion"
+    [report] = live.artifacts(on_demand_run, "markdown")
+    assert "**not promoted**" in report["data"], report["data"]
     assert EXPERIMENT in dvc(live.ws, "exp", "list", "--name-only").stdout
     changed = git(live.ws, "status", "--porcelain", "--untracked-files=no")
     assert changed == "", f"the experiment changed the workspace the schedule runs on:\n{changed}"
-    assert not (live.ws / "dvc.lock").exists(), "the experiment's results belong to its ref, not the workspace"
-    logs = live.logs(on_demand_run)
-    assert "Running stage 'train@classification'" in logs, "stage output streamed to the Prefect log"
 
 
 def test_ui_run_button_and_mlflow_ui_in_chromium(live, on_demand_run, tmp_path):

@@ -2,8 +2,10 @@
 
 Plain process management (no Prefect import): each service is a child process in its own
 session, bound to 127.0.0.1, with a pid file under `.cvops/run/` and a log under
-`.cvops/logs/`. Prefect's home (its SQLite database, settings) lives in `.cvops/prefect` so
-nothing is written to the user's home. MLflow uses the same SQLite store and artifact root
+`.cvops/logs/`. Prefect's home (its SQLite database, settings) lives in `.cvops/prefect`
+(`prefect_home`) so nothing is written to the user's home, and the flow sets the same home
+for the temporary server it starts without `cvops up`: the runs of `make demo` are in the
+database this server opens, so its UI shows them. MLflow uses the same SQLite store and artifact root
 as the embedded default (params.yaml `tracking`), so runs made before `cvops up` show in
 its UI. `environment()` is what the pipeline, the worker and the user's shell need to log to
 the running servers (`PREFECT_API_URL`, `MLFLOW_TRACKING_URI`).
@@ -32,6 +34,12 @@ HOST = "127.0.0.1"  # loopback only: without the auth env file these servers hav
 #   CVOPS_PREFECT_AUTH=user:password   -> Prefect's API auth string (server and clients)
 #   CVOPS_MLFLOW_ADMIN_PASSWORD=...    -> MLflow's basic-auth app, admin user `admin`
 AUTH_FILE = Path(".cvops") / "auth.env"
+
+
+def prefect_home(root: Path) -> Path:
+    """The workspace's Prefect home: `cvops up`'s server and the flow's temporary server
+    (no `cvops up`) keep their runs in its prefect.db, one history for both."""
+    return Path(root).resolve() / ".cvops" / "prefect"
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class Servers:
     def environment(self) -> dict[str, str]:
         """Variables that point Prefect, MLflow and the flow at these servers and this workspace."""
         return {
-            "PREFECT_HOME": str(self.state / "prefect"),
+            "PREFECT_HOME": str(prefect_home(self.root)),
             "PREFECT_API_URL": f"{self.prefect_url}/api",
             "PREFECT_UI_API_URL": f"{self.prefect_url}/api",  # what the UI in the browser calls
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
