@@ -5,6 +5,9 @@ Each phase runs in its own subprocess so its peak RSS (ru_maxrss of that child) 
   manifest   the loose manifest (components/data/manifest.py, a thread pool in one process)
   shard      shards.write_shards (tar shards + Parquet index)
   ray_data   the manifest through Ray Data map_batches over the shards (local Ray, 2 CPUs)
+  validate   the data contract (GX, as the validate stage runs it on generated data) over the
+             Ray Data manifest
+  stats      the contract's dataset-level statistics as Ray Data streamed aggregates
   input      one epoch of training input: bare DataLoader over the loose files vs
              Ray Data iter_torch_batches over the shards (decode + transform, no model)
   dvc        `dvc add` / `dvc status` / `dvc push` (local remote) of the loose vs sharded folder
@@ -46,10 +49,13 @@ def phase(name: str, work: Path, images: int) -> dict:
         shutil.copytree(loose, sharded)
         start = time.perf_counter()
         extra["shards"] = shards.write_shards(sharded, spec, 16.0)
-    elif name in ("ray_data", "input_ray"):
+    elif name in ("ray_data", "input_ray", "stats"):
         import ray
 
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from components.config import load_params
+        from components.runtime import ray_cluster
+
+        ray_cluster.connect(load_params(ROOT / "params.yaml"))  # as the stages start it (retries a slow raylet)
         ray.data.DataContext.get_current().enable_progress_bars = False
         start = time.perf_counter()
         if name == "ray_data":
@@ -57,8 +63,20 @@ def phase(name: str, work: Path, images: int) -> dict:
 
             extra.update(ray_data.write_manifest(sharded, spec, work / "ray_manifest.csv"))
             extra["nodes"] = len(extra["nodes"])
+        elif name == "stats":
+            from components.data import ray_data
+
+            extra["stats_images"] = ray_data.contract_stats(sharded, spec)["images"]
         else:
             extra["images"] = _ray_epoch(sharded, spec)
+    elif name == "validate":
+        from components.config import ContractConfig
+        from components.stages.validate import validate_dataset
+
+        start = time.perf_counter()  # after the imports (GX, pandas): the contract's own cost
+        extra["rss_after_imports_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        _, summary = validate_dataset(sharded, work / "ray_manifest.csv", spec, ContractConfig(near_duplicate_distance=None))
+        extra.update(passed=summary["success"], rules=summary["rules"])
     elif name == "input_loader":
         from components.data.datamodule import CVDataModule
 

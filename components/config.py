@@ -243,6 +243,8 @@ class EvaluateConfig(Strict):
     bootstrap_samples: int = Field(200, ge=10)
     min_group_size: int = Field(20, ge=1, description="smaller groups are reported as too small")
     explain_samples: int = Field(8, ge=0, description="Grad-CAM images of each of correct / wrong")
+    workers: int = Field(0, ge=0, description="Ray workers for the suite's model passes (0: in the stage's process); "
+                                             "the same numbers either way")
 
     @model_validator(mode="after")
     def _five_severities(self) -> EvaluateConfig:

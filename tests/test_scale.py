@@ -50,3 +50,38 @@ def test_train_and_evaluate_on_shards(tmp_path: Path) -> None:
     assert "Running stage 'evaluate@classification'" in result.stdout
     metrics = json.loads((ws / "reports" / "classification" / "metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_evaluation_on_ray_workers_gives_the_in_process_numbers(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The suite's grid of passes (clean chunks, corruption x severity, attack batches) on 2 Ray
+    workers: the same metrics, rows and curves as in one process, to the last digit."""
+    import torch
+    import yaml
+
+    from components.config import load_params
+    from components.data.datamodule import CVDataModule
+    from components.evaluation.suite import run_suite
+    from components.paths import StagePaths
+    from components.tasks import get_task
+    from tests.registry_helpers import make_registry_workspace
+
+    ws = make_registry_workspace(tmp_path, "classification", monkeypatch)
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    task = raw["tasks"]["classification"]
+    task["train"]["batch_size"] = 4  # several clean chunks and attack batches: units spread over both workers
+    task["evaluate"].update(pgd_steps=2, bootstrap_samples=20,
+                            corruptions={n: task["evaluate"]["corruptions"][n] for n in ("gaussian_noise", "rotate", "jpeg")})
+    spec, runs = get_task("classification"), {}
+    for workers in (0, 2):
+        task["evaluate"]["workers"] = workers
+        (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        params = load_params(ws / "params.yaml")
+        cfg = params.task("classification")
+        data = CVDataModule(StagePaths("classification").data, spec, cfg.data.image_size, cfg.train.batch_size)
+        torch.manual_seed(0)
+        model = spec.build_model(cfg.model.arch, len(data.classes))
+        runs[workers] = run_suite(params, "classification", model, data)
+    assert "on 2 Ray workers" in capsys.readouterr().out  # the second run did go to Ray
+    for key in ("metrics", "fairness", "corruptions", "adversarial"):
+        assert runs[2][key] == runs[0][key], key
+    assert len(runs[0]["corruptions"]["rows"]) == 15 and len(runs[0]["adversarial"]["curves"]["pgd"]) == 5
