@@ -30,6 +30,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = "classification"
 
 
+def _tree_cpu() -> float:
+    """CPU seconds of this process and every live descendant (the local Ray cluster's GCS,
+    raylet and workers are children of the driver that started it)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def phase(name: str, work: Path, images: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from components.data import manifest, shapes, shards
@@ -57,7 +73,7 @@ def phase(name: str, work: Path, images: int) -> dict:
 
         ray_cluster.connect(load_params(ROOT / "params.yaml"))  # as the stages start it (retries a slow raylet)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        start = time.perf_counter()
+        start, tree = time.perf_counter(), _tree_cpu()
         if name == "ray_data":
             from components.data import ray_data
 
@@ -81,6 +97,7 @@ def phase(name: str, work: Path, images: int) -> dict:
         from components.data.datamodule import CVDataModule
 
         loader = CVDataModule(loose, spec, 32, 64, ["hflip"]).train_dataloader()
+        start, tree = time.perf_counter(), _tree_cpu()
         extra["images"] = sum(len(batch[0]) for batch in loader)
     elif name == "dvc":
         extra.update(_dvc(work))
@@ -88,26 +105,23 @@ def phase(name: str, work: Path, images: int) -> dict:
     out = {"phase": name, "images": images, "seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu, 2),
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}
     if "images" in extra and name.startswith("input"):
-        out["images_per_s"] = round(extra["images"] / seconds)
+        cpu_all = _tree_cpu() - tree  # every process of the input: the driver and, for Ray, its workers
+        out.update(images_per_s=round(extra["images"] / seconds), cpu_all_s=round(cpu_all, 2),
+                   images_per_cpu_s=round(extra["images"] / cpu_all))
     return out
 
 
 def _ray_epoch(sharded: Path, spec) -> int:
-    """One epoch as a Ray Train worker sees it: the train shards streamed, shuffled, collated
-    by RayTrainBatches.collate (decode, transform), outside a Train run (one consumer)."""
-    import ray
-    from ray.data import FileShuffleConfig
-
-    from components.data import shards
-    from components.data.datamodule import dataset_classes
-    from components.training.ray_input import SHUFFLE_BUFFER, RayTrainBatches
+    """One epoch as a Ray Train worker sees it: the train shards as training reads them
+    (ray_input.train_datasets), streamed, shuffled, collated by RayTrainBatches.collate (decode,
+    transform), outside a Train run (one consumer)."""
+    from components.data.datamodule import build_transform, dataset_classes
+    from components.training.ray_input import SHUFFLE_BUFFER, RayTrainBatches, train_datasets
 
     batches = RayTrainBatches.__new__(RayTrainBatches)  # its collate, without a Train context
     batches.spec, batches.classes = spec, dataset_classes(sharded, spec, spec.read_records(sharded))
-    from components.data.datamodule import build_transform
-
     batches.transform = build_transform(spec, 32, ["hflip"])
-    ds = ray.data.read_webdataset(shards.shard_paths(sharded, "train"), decoder=None, shuffle=FileShuffleConfig(seed=0))
+    ds = train_datasets(str(sharded), 0)["train"]
     return sum(len(b[0]) for b in ds.iter_torch_batches(batch_size=64, collate_fn=batches.collate,
                                                           local_shuffle_buffer_size=SHUFFLE_BUFFER, local_shuffle_seed=0))
 

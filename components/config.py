@@ -107,6 +107,9 @@ class TrainConfig(Strict):
     augment: list[Literal["hflip", "vflip", "affine", "color"]] = ["hflip"]
     early_stopping_patience: int = Field(0, ge=0, description="0 turns early stopping off")
     num_dataloader_workers: int = Field(0, ge=0)
+    input: Literal["loader", "ray_data"] = Field(
+        "loader", description="loader: each Train worker's DataLoader (loose files, or shards read by offset); "
+                              "ray_data: the train shards streamed as Ray Train dataset shards (needs data.storage: shards)")
 
 
 class Threshold(Strict):
@@ -284,6 +287,8 @@ class TaskConfig(Strict):
             section, _, leaf = key.partition(".")
             if section not in sections or leaf not in sections[section].model_fields:
                 raise ValueError(f"tune.search_space: '{key}' is not a train.<key> or model.<key> of the task config")
+        if self.train.input == "ray_data" and self.data.storage != "shards":
+            raise ValueError("train.input: ray_data streams tar shards; set data.storage: shards too (or train.input: loader)")
         return self
 
 
