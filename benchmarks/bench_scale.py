@@ -8,8 +8,10 @@ Each phase runs in its own subprocess so its peak RSS (ru_maxrss of that child) 
   validate   the data contract (GX, as the validate stage runs it on generated data) over the
              Ray Data manifest
   stats      the contract's dataset-level statistics as Ray Data streamed aggregates
-  input      one epoch of training input: bare DataLoader over the loose files vs
-             Ray Data iter_torch_batches over the shards (decode + transform, no model)
+  input_*    one epoch of training input: bare DataLoader over the loose files vs
+             Ray Data iter_torch_batches over the shards (decode + transform, no model), and
+             Ray Data's rows of bytes alone (input_ray_bytes); images per CPU-second of every
+             process involved (the driver and the local Ray cluster's)
   dvc        `dvc add` / `dvc status` / `dvc push` (local remote) of the loose vs sharded folder
 
     .venv/bin/python benchmarks/bench_scale.py --images 10000 [--phases generate,shard,...]
@@ -65,7 +67,7 @@ def phase(name: str, work: Path, images: int) -> dict:
         shutil.copytree(loose, sharded)
         start = time.perf_counter()
         extra["shards"] = shards.write_shards(sharded, spec, 16.0)
-    elif name in ("ray_data", "input_ray", "stats"):
+    elif name in ("ray_data", "input_ray", "input_ray_bytes", "stats"):
         import ray
 
         from components.config import load_params
@@ -84,7 +86,7 @@ def phase(name: str, work: Path, images: int) -> dict:
 
             extra["stats_images"] = ray_data.contract_stats(sharded, spec)["images"]
         else:
-            extra["images"] = _ray_epoch(sharded, spec)
+            extra["images"] = _ray_epoch(sharded, spec, decode=name == "input_ray")
     elif name == "validate":
         from components.config import ContractConfig
         from components.stages.validate import validate_dataset
@@ -111,10 +113,11 @@ def phase(name: str, work: Path, images: int) -> dict:
     return out
 
 
-def _ray_epoch(sharded: Path, spec) -> int:
+def _ray_epoch(sharded: Path, spec, decode: bool = True) -> int:
     """One epoch as a Ray Train worker sees it: the train shards as training reads them
     (ray_input.train_datasets), streamed, shuffled, collated by RayTrainBatches.collate (decode,
-    transform), outside a Train run (one consumer)."""
+    transform), outside a Train run (one consumer). decode False: the rows' bytes only (what
+    Ray Data itself costs)."""
     from components.data.datamodule import build_transform, dataset_classes
     from components.training.ray_input import SHUFFLE_BUFFER, RayTrainBatches, train_datasets
 
@@ -122,6 +125,9 @@ def _ray_epoch(sharded: Path, spec) -> int:
     batches.spec, batches.classes = spec, dataset_classes(sharded, spec, spec.read_records(sharded))
     batches.transform = build_transform(spec, 32, ["hflip"])
     ds = train_datasets(str(sharded), 0)["train"]
+    if not decode:
+        return sum(len(b["json"]) for b in ds.iter_batches(batch_size=64, batch_format="numpy",
+                                                           local_shuffle_buffer_size=SHUFFLE_BUFFER, local_shuffle_seed=0))
     return sum(len(b[0]) for b in ds.iter_torch_batches(batch_size=64, collate_fn=batches.collate,
                                                           local_shuffle_buffer_size=SHUFFLE_BUFFER, local_shuffle_seed=0))
 
@@ -149,7 +155,7 @@ def _dvc(work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--phases", default="generate,manifest,shard,ray_data,input_loader,input_ray,dvc")
+    parser.add_argument("--phases", default="generate,manifest,shard,ray_data,stats,validate,input_loader,input_ray,input_ray_bytes,dvc")
     parser.add_argument("--work", default="/tmp/cvops-bench-scale")
     parser.add_argument("--child", default=None)
     args = parser.parse_args()

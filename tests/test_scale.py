@@ -34,6 +34,20 @@ def test_prepare_twice_gives_byte_identical_data(tmp_path: Path) -> None:
     assert _stored(ws) == first  # the same dataset: byte-identical shards, index and manifests
 
 
+def test_ray_data_input_needs_shards() -> None:
+    import yaml
+
+    from components.config import ConfigError, parse_params
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["tasks"]["classification"]["train"]["input"] = "ray_data"
+    with pytest.raises(ConfigError, match="set data.storage: shards"):
+        parse_params(raw)
+    raw["tasks"]["classification"]["data"]["storage"] = "shards"
+    assert parse_params(raw).task("classification").train.input == "ray_data"
+
+
 def test_pipeline_on_shards_trains_through_ray_data(tmp_path: Path) -> None:
     """storage: shards + train.input: ray_data through prepare, validate, train and evaluate:
     the Train workers stream their dataset shards (2 workers holding both CPUs of a 2-CPU
