@@ -107,6 +107,9 @@ class TrainConfig(Strict):
     augment: list[Literal["hflip", "vflip", "affine", "color"]] = ["hflip"]
     early_stopping_patience: int = Field(0, ge=0, description="0 turns early stopping off")
     num_dataloader_workers: int = Field(0, ge=0)
+    input: Literal["loader", "ray_data"] = Field(
+        "loader", description="loader: each Train worker's DataLoader (loose files, or shards read by offset); "
+                              "ray_data: the train shards streamed as Ray Train dataset shards (needs data.storage: shards)")
 
 
 class Threshold(Strict):
@@ -243,6 +246,8 @@ class EvaluateConfig(Strict):
     bootstrap_samples: int = Field(200, ge=10)
     min_group_size: int = Field(20, ge=1, description="smaller groups are reported as too small")
     explain_samples: int = Field(8, ge=0, description="Grad-CAM images of each of correct / wrong")
+    workers: int = Field(0, ge=0, description="Ray workers for the suite's model passes (0: in the stage's process); "
+                                             "the same numbers either way")
 
     @model_validator(mode="after")
     def _five_severities(self) -> EvaluateConfig:
@@ -282,6 +287,8 @@ class TaskConfig(Strict):
             section, _, leaf = key.partition(".")
             if section not in sections or leaf not in sections[section].model_fields:
                 raise ValueError(f"tune.search_space: '{key}' is not a train.<key> or model.<key> of the task config")
+        if self.train.input == "ray_data" and self.data.storage != "shards":
+            raise ValueError("train.input: ray_data streams tar shards; set data.storage: shards too (or train.input: loader)")
         return self
 
 

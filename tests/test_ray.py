@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import BIN, make_workspace, stage_env
+from tests.conftest import BIN, make_workspace, stage_env, tiny_params
 from tests.test_pipeline import client_for, set_param
 
 TASK = "classification"
@@ -78,9 +78,10 @@ def _ray_start(*args: str, temp_dir: Path) -> None:
     assert started.returncode == 0, started.stdout + started.stderr
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_node_cluster() -> Iterator[str]:
-    """`ray start --head` plus `ray start --address`, one CPU each, on this machine."""
+    """`ray start --head` plus `ray start --address`, one CPU each, on this machine (one per
+    module: the training and the data-stage tests share it)."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths are length-limited
     port = str(_free_port())
     try:
@@ -126,6 +127,27 @@ def test_two_workers_train_on_two_nodes(workspace, two_node_cluster, tmp_path):
     assert all(Path(data).parent == tmp_path / "shared" for _, data in workers.values()), "read from the staged copy"
     assert "epoch 2/2" in text
     assert (ws / "models" / TASK / "model.pt").stat().st_size > 0
+
+
+MANIFEST_LINE = re.compile(r"manifest by Ray Data on (\d+) node\(s\): (\{.*\})")
+
+
+def test_data_stage_ray_data_work_lands_on_both_nodes(two_node_cluster, tmp_path):
+    """prepare with `data.storage: shards` on the two-node cluster: the manifest's Ray Data
+    tasks (decode, hashes, header checks per image) ran on both nodes, every image counted once."""
+    def sharded(params: dict) -> dict:
+        params = tiny_params(params)
+        params["tasks"][TASK]["data"].update(storage="shards", shard_size_mb=0.02)
+        return params
+
+    ws = make_workspace(tmp_path / "ws", sharded)
+    env = {**stage_env(), "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "token"}
+    text = (lambda r: r.stdout + r.stderr)(cvops(ws, "stage", "prepare", "--task", TASK, env=env))
+    found = MANIFEST_LINE.search(text)
+    assert found, text[-3000:]
+    images_per_node = json.loads(found[2].replace("'", '"'))
+    assert int(found[1]) == 2 and all(n > 0 for n in images_per_node.values()), f"not spread over the 2 nodes: {found[0]}"
+    assert sum(images_per_node.values()) == 90
 
 
 def test_killed_worker_run_resumes_from_last_checkpoint(workspace):

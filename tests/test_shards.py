@@ -82,3 +82,19 @@ def test_ray_data_manifests_equal_the_loose_ones(tmp_path: Path, local_ray, task
     assert stats["images"] == len(frame) and stats["bytes"] == frame["bytes"].sum()
     assert stats["split_group_images"] == {f"{s}/{g}": n for (s, g), n in frame.groupby(["split", "group"]).size().items()}
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_map_style_loader_reads_a_sharded_dataset(tmp_path: Path, task: str) -> None:
+    """What validation during training and the evaluate stage read: images (and masks) by
+    offset in their shard, the same tensors as from the loose files."""
+    import torch
+
+    from components.data.datamodule import CVDataModule
+
+    loose = shapes.generate(tmp_path / "loose", CONFIG)
+    sharded = _sharded(tmp_path / "s", task)
+    a, b = (CVDataModule(root, get_task(task), 16, 4).dataset("test") for root in (loose, sharded))
+    assert len(a) == len(b) > 0
+    for (x, y), (u, v) in zip((a[i] for i in range(3)), (b[i] for i in range(3)), strict=True):
+        assert torch.equal(x, u) and str(y) == str(v)

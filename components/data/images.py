@@ -36,6 +36,8 @@ def _open(source: Any) -> Image.Image:
         return source
     if isinstance(source, bytes | bytearray):
         return Image.open(io.BytesIO(source))
+    if hasattr(source, "read"):  # an open file: a sharded dataset's member (shards.ShardRoot / MemberRoot)
+        return Image.open(source)
     return Image.open(Path(source))
 
 

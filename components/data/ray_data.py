@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -70,12 +71,23 @@ def inspect_batch(batch: dict[str, np.ndarray], spec: TaskSpec) -> dict[str, np.
     return {**{k: np.asarray(v) for k, v in out.items()}, "_node": np.asarray([node] * len(out["path"]))}
 
 
+def batch_rows(root: Path) -> int:
+    """Samples per map_batches call: BATCH, or fewer, so that a small dataset still makes two
+    tasks per CPU of the cluster and every node gets some (Ray Data spreads tasks over nodes)."""
+    import pyarrow.parquet as pq
+    import ray
+
+    files = pq.read_metadata(Path(root) / shards.INDEX).num_rows  # >= images (masks are rows too)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, min(BATCH, math.ceil(files / (2 * cpus))))
+
+
 def manifest_dataset(root: Path, spec: TaskSpec):
     """The manifest rows of a sharded dataset as a lazy Ray Dataset (one row per image)."""
     import ray
 
     ds = ray.data.read_webdataset(shards.shard_paths(root), decoder=None)  # bytes: inspect decodes itself
-    return ds.map_batches(inspect_batch, fn_kwargs={"spec": spec}, batch_size=BATCH, batch_format="numpy")
+    return ds.map_batches(inspect_batch, fn_kwargs={"spec": spec}, batch_size=batch_rows(root), batch_format="numpy")
 
 
 def write_manifest(root: Path, spec: TaskSpec, out: Path) -> dict[str, Any]:

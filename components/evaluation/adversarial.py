@@ -7,6 +7,7 @@ adversarial image within eps of the clean one and inside [0, 1].
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -84,46 +85,78 @@ def fgsm(spec: TaskSpec, model: nn.Module, pixels: torch.Tensor, targets: Any, e
     return (pixels.detach() + budgets * step).clamp(0, 1).flatten(0, 1)
 
 
+def attack_starts(images: int, batch_size: int, eps_grid: list[float]) -> list[int]:
+    """Where each attack batch starts: ~batch_size (image, eps) pairs per batch, so memory
+    stays that of a training batch. The batches are the units the suite spreads over workers."""
+    return list(range(0, images, max(1, batch_size // max(1, len(eps_grid)))))
+
+
+def attack_generator(seed: int, start: int) -> torch.Generator:
+    """PGD's random start of the batch at `start`: its own stream (crc32 of seed and start, not
+    hash(), which changes between processes), so a batch gives the same images wherever and in
+    whichever order it runs."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}/pgd/{start}".encode()))
+
+
+def attack_batch(spec: TaskSpec, model: nn.Module, samples: Sequence[Sample], eps_grid: list[float], steps: int,
+                 step_size: float, seed: int, start: int) -> tuple[dict[str, list[Any]], Any]:
+    """FGSM and PGD at every eps of one batch of samples (those from `start` on): ({attack:
+    [predictions at each eps]}, targets), on the CPU. FGSM takes one gradient for all eps."""
+    device = next(model.parameters()).device
+    grid = torch.tensor(eps_grid, dtype=torch.float32)
+    images, targets = spec.collate(samples)
+    pixels, on_device, n = to_pixels(images.to(device)), to_device(targets, device), len(images)
+    repeated = take(on_device, torch.arange(n).repeat(len(eps_grid)))  # budget-major, as fgsm's output
+    eps = grid.repeat_interleave(n).to(device)
+    attacked = {
+        "fgsm": fgsm(spec, model, pixels, on_device, eps_grid),
+        "pgd": pgd(spec, model, pixels.repeat(len(eps_grid), 1, 1, 1), repeated, eps, steps, step_size * eps,
+                   generator=attack_generator(seed, start)),
+    }
+    kept = {}
+    for name, adv in attacked.items():
+        with torch.no_grad():
+            preds = to_device(spec.predict(model, to_model(adv)), "cpu")
+        kept[name] = [take(preds, torch.arange(j * n, (j + 1) * n)) for j in range(len(eps_grid))]
+    return kept, targets
+
+
+def batch_passes(images: int, eps_grid: list[float], steps: int) -> int:
+    """Image passes through the model of one attack batch (the progress bar's unit): FGSM's
+    gradient and one prediction per eps, PGD's steps plus its prediction per eps."""
+    return images + len(eps_grid) * images * (steps + 2)
+
+
+def attack_curves(spec: TaskSpec, classes: list[str], batches: Sequence[tuple[dict[str, list[Any]], Any]],
+                  eps_grid: list[float], clean: float) -> dict[str, Any]:
+    """The report from every attack batch's (predictions, targets), in batch order (no eps:
+    the clean point only)."""
+    if not eps_grid:
+        return {"metric": spec.monitor, "curves": {"fgsm": {0.0: clean}, "pgd": {0.0: clean}}}
+    targets = concat([t for _, t in batches])
+    curves = {
+        name: {0.0: clean} | {eps: monitor_value(spec, classes, concat([kept[name][j] for kept, _ in batches]), targets)
+                              for j, eps in enumerate(eps_grid)}
+        for name in ("fgsm", "pgd")
+    }
+    return {"metric": spec.monitor, "curves": curves}
+
+
 def adversarial_report(
     spec: TaskSpec, model: nn.Module, classes: list[str], samples: Sequence[Sample], eps_grid: list[float],
     steps: int, step_size: float, clean: float, batch_size: int, seed: int, progress: Any = None,
 ) -> dict[str, Any]:
     """The monitored metric under FGSM and PGD at each eps (eps 0 = clean). Every eps is
-    attacked in the same batch: ~batch_size (image, eps) pairs per attack, so memory stays
-    that of a training batch; FGSM takes one gradient per image for all eps. `progress`
-    advances by one per image pass through the model (forward, or forward and backward)."""
-    if not eps_grid:
-        return {"metric": spec.monitor, "curves": {"fgsm": {0.0: clean}, "pgd": {0.0: clean}}}
-    gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    grid = torch.tensor(eps_grid, dtype=torch.float32)
-    per_batch = max(1, batch_size // len(eps_grid))
-    kept: dict[str, list[list[Any]]] = {name: [[] for _ in eps_grid] for name in ("fgsm", "pgd")}
-    targets_kept = []
-    for start in range(0, len(samples), per_batch):
-        images, targets = spec.collate(samples[start:start + per_batch])
-        pixels, on_device, n = to_pixels(images.to(device)), to_device(targets, device), len(images)
-        repeated = take(on_device, torch.arange(n).repeat(len(eps_grid)))  # budget-major, as fgsm's output
-        eps = grid.repeat_interleave(n).to(device)
-        attacked = {
-            "fgsm": fgsm(spec, model, pixels, on_device, eps_grid),
-            "pgd": pgd(spec, model, pixels.repeat(len(eps_grid), 1, 1, 1), repeated, eps, steps, step_size * eps, generator=gen),
-        }
-        for name, adv in attacked.items():
-            with torch.no_grad():
-                preds = to_device(spec.predict(model, to_model(adv)), "cpu")
-            for j in range(len(eps_grid)):
-                kept[name][j].append(take(preds, torch.arange(j * n, (j + 1) * n)))
-        targets_kept.append(targets)
+    attacked in the same batch (`attack_batch`); `progress` advances by one per image pass
+    through the model (forward, or forward and backward). components/evaluation/distributed.py
+    runs the same batches on Ray workers."""
+    starts = attack_starts(len(samples), batch_size, eps_grid) if eps_grid else []
+    batches = []
+    for start, stop in zip(starts, [*starts[1:], len(samples)], strict=True):
+        batches.append(attack_batch(spec, model, samples[start:stop], eps_grid, steps, step_size, seed, start))
         if progress is not None:
-            progress.update(n + len(eps_grid) * n * (steps + 2))  # FGSM: 1 gradient + E predictions; PGD: E x (steps + 1)
-    targets = concat(targets_kept)
-    curves = {
-        name: {0.0: clean} | {eps: monitor_value(spec, classes, concat(parts), targets)
-                              for eps, parts in zip(eps_grid, per_eps, strict=True)}
-        for name, per_eps in kept.items()
-    }
-    return {"metric": spec.monitor, "curves": curves}
+            progress.update(batch_passes(stop - start, eps_grid, steps))
+    return attack_curves(spec, classes, batches, eps_grid, clean)
 
 
 def flat_metrics(report: dict[str, Any]) -> dict[str, float]:

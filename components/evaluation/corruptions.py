@@ -102,26 +102,43 @@ def corrupt_samples(spec: TaskSpec, name: str, level: float, samples: Sequence[S
     return list(zip(to_model(pixels), targets, strict=True))
 
 
+def corruption_value(spec: TaskSpec, model: torch.nn.Module, classes: list[str], samples: Sequence[Sample],
+                     name: str, level: float, batch_size: int, seed: int) -> float:
+    """The monitored metric of the samples under one corruption at one level: one pass, the
+    unit the suite spreads over workers (components/evaluation/distributed.py)."""
+    preds, targets = predict_all(spec, model, corrupt_samples(spec, name, level, samples, seed), batch_size)
+    return monitor_value(spec, classes, preds, targets)
+
+
+def grid(levels: dict[str, list[float]]) -> list[tuple[str, int, float]]:
+    """(corruption, severity 1..5, level) of every corrupted pass, in report order."""
+    return [(name, severity, level) for name, lvls in levels.items() for severity, level in enumerate(lvls, start=1)]
+
+
+def summarize(spec: TaskSpec, levels: dict[str, list[float]], values: Sequence[float], clean: float) -> dict[str, Any]:
+    """The report from one value per `grid(levels)` entry: rows, their mean, retention (mean /
+    clean) and each corruption's mean error (1 - metric)."""
+    rows = [{"corruption": n, "severity": s, "level": lv, "value": v}
+            for (n, s, lv), v in zip(grid(levels), values, strict=True)]
+    mean = sum(r["value"] for r in rows) / len(rows)
+    errors = {n: sum(1 - r["value"] for r in rows if r["corruption"] == n) / len(levels[n]) for n in levels}
+    return {"metric": spec.monitor, "clean": clean, "rows": rows, "mean": mean,
+            "retention": mean / clean if clean > 0 else 0.0, "errors": errors}
+
+
 def corruption_report(
     spec: TaskSpec, model: torch.nn.Module, classes: list[str], samples: Sequence[Sample],
     levels: dict[str, list[float]], clean: float, batch_size: int, seed: int, progress: Any = None,
 ) -> dict[str, Any]:
     """The monitored metric per corruption and severity (1..5), its mean over all of them,
-    retention (mean / clean) and each corruption's mean error (1 - metric). `progress`
-    advances by one per image predicted."""
+    retention and each corruption's mean error. `progress` advances by one per image predicted."""
     check_names(list(levels))
-    rows = []
-    for name, lvls in levels.items():
-        for severity, level in enumerate(lvls, start=1):
-            preds, targets = predict_all(spec, model, corrupt_samples(spec, name, level, samples, seed), batch_size)
-            value = monitor_value(spec, classes, preds, targets)
-            rows.append({"corruption": name, "severity": severity, "level": level, "value": value})
-            if progress is not None:
-                progress.update(len(samples))
-    mean = sum(r["value"] for r in rows) / len(rows)
-    errors = {n: sum(1 - r["value"] for r in rows if r["corruption"] == n) / len(levels[n]) for n in levels}
-    return {"metric": spec.monitor, "clean": clean, "rows": rows, "mean": mean,
-            "retention": mean / clean if clean > 0 else 0.0, "errors": errors}
+    values = []
+    for name, _, level in grid(levels):
+        values.append(corruption_value(spec, model, classes, samples, name, level, batch_size, seed))
+        if progress is not None:
+            progress.update(len(samples))
+    return summarize(spec, levels, values, clean)
 
 
 def mce(errors: dict[str, float], champion_errors: dict[str, float]) -> float | None:

@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from components.config import Params
 from components.data.datamodule import CVDataModule
-from components.evaluation import adversarial, corruptions, fairness, plots
+from components.evaluation import adversarial, corruptions, distributed, fairness, plots
 from components.evaluation.explain import explanation_grid
-from components.evaluation.predictions import monitor_value, predict_all, take
+from components.evaluation.predictions import concat, monitor_value, predict_all, take
 from components.paths import StagePaths
 from components.runtime import tracking
 from components.tasks import get_task
@@ -43,16 +43,12 @@ def champion_errors(params: Params, task: str, names: list[str]) -> dict[str, fl
     return {n: logged[k] for n, k in keys.items() if k in logged}
 
 
-def robustness_subset(spec, classes: list[str], samples: list, preds: Any, targets: Any, size: int,
-                      seed: int) -> tuple[list, float]:
+def robustness_indices(images: int, size: int, seed: int) -> list[int]:
     """A fixed, seeded subsample of the test split for the corruption and attack passes (each
-    costs one or more clean passes), with the monitored metric of that same subsample (from
-    the kept predictions, measured as the corrupted and attacked ones are) so that retention
-    compares like with like. size 0 (or >= the split) keeps every image."""
-    keep = list(range(len(samples)))
-    if size and size < len(samples):
-        keep = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
-    return [samples[i] for i in keep], monitor_value(spec, classes, take(preds, keep), take(targets, keep))
+    costs one or more clean passes). size 0 (or >= the split) keeps every image."""
+    if size and size < images:
+        return sorted(torch.randperm(images, generator=torch.Generator().manual_seed(seed))[:size].tolist())
+    return list(range(images))
 
 
 def suite_passes(ev, test_images: int) -> int:
@@ -65,29 +61,52 @@ def suite_passes(ev, test_images: int) -> int:
 
 
 def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str, Any]:
-    """Everything measured on the test split, as one JSON-able dict (the card's content)."""
+    """Everything measured on the test split, as one JSON-able dict (the card's content).
+
+    The model passes (clean split, corruptions x severities, attack batches) are one grid of
+    independent units (components/evaluation/distributed.py), run here or on
+    `evaluate.workers` Ray workers with the same numbers; fairness, bootstraps and the
+    subsample's clean metric reuse the kept per-image predictions."""
     cfg, spec, ev = params.task(task), data.spec, params.task(task).evaluate
     model.eval()  # predictions in eval mode; attacks switch modes themselves and restore this
     test = data.dataset("test")
     samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
     bs, classes = cfg.train.batch_size, data.classes
     corruptions.check_names(list(ev.corruptions))
+    keep = robustness_indices(len(samples), ev.robustness_images, params.seed)
+    grid = distributed.Grid(task, classes, keep, ev.corruptions, ev.eps, ev.pgd_steps, ev.pgd_step_size, bs, params.seed)
     # not a terminal (DVC under Prefect streams it into the flow's log): an update every 30 s, not dozens
     interval = 0.1 if sys.stderr.isatty() else 30.0
     with tqdm(total=suite_passes(ev, len(samples)), desc=f"evaluate {task}", unit="img-pass", mininterval=interval) as bar:
-        preds, targets = predict_all(spec, model, samples, bs)
-        bar.update(len(samples))
-        metric = spec.make_metric(len(classes))
-        metric.update(preds, targets)
-        metrics = spec.summarize(metric.compute(), classes)
-        fair = fairness.fairness_report(spec, classes, preds, targets, groups, ev.bootstrap_samples, ev.min_group_size, params.seed)
-        subset, clean = robustness_subset(spec, classes, samples, preds, targets, ev.robustness_images, params.seed)
-        robust = corruptions.corruption_report(spec, model, classes, subset, ev.corruptions, clean, bs, params.seed, bar)
-        adv = adversarial.adversarial_report(spec, model, classes, subset, ev.eps, ev.pgd_steps, ev.pgd_step_size, clean, bs, params.seed, bar)
+        results = _run_grid(params, ev.workers, grid, model, samples, bar)
+    clean_parts, values, attack_batches = distributed.split_results(grid, grid.units(len(samples)), results)
+    preds, targets = concat([p for p, _ in clean_parts]), concat([t for _, t in clean_parts])
+    metric = spec.make_metric(len(classes))
+    metric.update(preds, targets)
+    metrics = spec.summarize(metric.compute(), classes)
+    fair = fairness.fairness_report(spec, classes, preds, targets, groups, ev.bootstrap_samples, ev.min_group_size, params.seed)
+    clean = monitor_value(spec, classes, take(preds, keep), take(targets, keep))
+    robust = corruptions.summarize(spec, ev.corruptions, values, clean)
+    adv = adversarial.attack_curves(spec, classes, attack_batches, ev.eps, clean)
     champion = champion_errors(params, task, list(ev.corruptions))
     robust["mce"] = corruptions.mce(robust["errors"], champion)
     flat = {**metrics, **fairness.flat_metrics(fair), **adversarial.flat_metrics(adv), **corruptions.flat_metrics(robust, champion)}
     return {"metric_state": metric, "samples": samples, "preds": preds, "targets": targets, "metrics": flat, "fairness": fair, "corruptions": robust, "adversarial": adv}
+
+
+def _run_grid(params: Params, workers: int, grid, model, samples: list, bar) -> list[Any]:
+    """The grid in this process (workers 0), or on Ray workers of the stage's cluster
+    (RAY_ADDRESS / ray.address, else a local one for the duration of the suite)."""
+    if workers <= 0:
+        return distributed.run_grid(grid, model, samples, 0, progress=bar)
+    from components.runtime import ray_cluster
+
+    _, started_here = ray_cluster.connect(params)
+    try:
+        return distributed.run_grid(grid, model, samples, workers, params.ray.cpus_per_worker, bar)
+    finally:
+        if started_here:
+            ray_cluster.shutdown()
 
 
 def write_plots(task: str, data: CVDataModule, model, suite: dict[str, Any], params: Params) -> dict[str, str]:

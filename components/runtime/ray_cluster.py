@@ -3,6 +3,7 @@ local one started for the duration of the stage."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -55,14 +56,16 @@ def connect(params: Params) -> tuple[bool, bool]:
             # no cloud preemption to watch for on a local machine
             runtime_env["env_vars"] = {**env, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
             _loopback_only()
-            for attempt in (1, 2):
+            for attempt in range(1, START_ATTEMPTS + 1):
+                before = _children()
                 try:
                     ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, _node_ip_address=LOOPBACK)
                     break
                 except Exception as exc:  # Ray waits a fixed 30 s for its raylet: too short on a loaded machine
-                    if attempt == 2 or "timed out during startup" not in str(exc):
-                        raise
                     ray.shutdown()
+                    _stop_new_children(before)
+                    if attempt == START_ATTEMPTS or "timed out during startup" not in str(exc):
+                        raise
                     print("the local Ray node did not register within Ray's 30 s (a loaded machine?): starting it again",
                           flush=True)
             started_here = True
@@ -70,6 +73,31 @@ def connect(params: Params) -> tuple[bool, bool]:
 
 
 LOOPBACK = "127.0.0.1"
+
+
+def _children() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _stop_new_children(before: set[int]) -> None:
+    """The processes of a local start that failed (GCS, monitors, dashboard): ray.shutdown()
+    does not know a node it never finished starting, and left running they starve the next
+    attempt of the CPU it lacked (seen: two attempts' GCS side by side under load 25)."""
+    import psutil
+
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    for process in new:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(new, timeout=10)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+# Ray gives its raylet a fixed 30 s to register; a niced stage on a machine loaded by others
+# (load 15-20 on 2 cores, measured) can miss it twice in a row
+START_ATTEMPTS = 3
 
 
 def _loopback_only() -> None:

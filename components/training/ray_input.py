@@ -1,5 +1,6 @@
-"""Training input of a sharded dataset (`data.storage: shards`) through Ray Data and Ray Train's
-dataset shards, instead of each worker's DataLoader over loose files.
+"""Training input through Ray Data and Ray Train's dataset shards (`train.input: ray_data`, which
+needs `data.storage: shards`), instead of each worker's DataLoader (`train.input: loader`, the
+default: loose files, or shards read by offset).
 
 The driver hands TorchTrainer one Ray Dataset per split it streams (`train_datasets`: the
 train shards, read as raw WebDataset bytes, files shuffled with `FileShuffleConfig(seed)`,
@@ -11,6 +12,11 @@ each pass is one epoch of `iter_torch_batches` with a local shuffle buffer seede
 Decoding, targets and augmentations run in `collate`, through the same `ImageDataset` code
 the loose loader uses (a batch's members stand in for the files). Validation keeps the
 map-style loader, which reads a sharded dataset by offset (components/data/shards.py).
+
+**Read tasks take no CPU** (`num_cpus=0`): they only cut tar files into rows of bytes; the
+decode is in `collate`, on the Train worker, which holds its CPU. A read task asking for a CPU
+could never be placed on a cluster whose CPUs the Train workers hold (2 workers x 1 CPU on a
+2-CPU machine: what the tests run), and training waited forever for its first batch.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ def train_datasets(data_root: str, seed: int) -> dict[str, Any]:
     from ray.data import FileShuffleConfig
 
     paths = shards.shard_paths(data_root, "train")
-    return {"train": ray.data.read_webdataset(paths, decoder=None, shuffle=FileShuffleConfig(seed=seed))}
+    return {"train": ray.data.read_webdataset(paths, decoder=None, shuffle=FileShuffleConfig(seed=seed), num_cpus=0)}
 
 
 def dataset_config():
@@ -83,19 +89,25 @@ class RayTrainBatches:
         return self.spec.collate([dataset[i] for i in range(len(dataset))])
 
 
+def streams(config: dict[str, Any]) -> bool:
+    return config["train"].get("input") == "ray_data"
+
+
 def trainer_datasets(config: dict[str, Any]) -> dict[str, Any]:
-    """TorchTrainer's `datasets` / `dataset_config` keywords: none for loose storage."""
-    if config.get("storage") != "shards":
+    """TorchTrainer's `datasets` / `dataset_config` keywords: none for the DataLoader input."""
+    if not streams(config):
         return {}
     return {"datasets": train_datasets(config["data_root"], config["seed"]), "dataset_config": dataset_config()}
 
 
 def fit_loaders(data: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """`trainer.fit` keywords on a worker: the datamodule (loose), or the streamed train batches
-    and the map-style val loader (shards)."""
-    if config.get("storage") != "shards":
+    """`trainer.fit` keywords on a worker: the datamodule (DataLoader input), or the streamed
+    train batches and the map-style val loader (Ray Data input)."""
+    if not streams(config):
         return {"datamodule": data}
     train_rows = sum(r["split"] == "train" for r in data.records)
     batches = RayTrainBatches(data.spec, data.classes, config["image_size"], config["train"]["augment"],
                               config["train"]["batch_size"], config["seed"], train_rows)
+    if batches.rank == 0:
+        print(f"train input: Ray Data dataset shards, {batches.rows} rows per worker x {batches.world}", flush=True)
     return {"train_dataloaders": batches, "val_dataloaders": data.val_dataloader()}

@@ -125,7 +125,7 @@ def train_worker(config: dict[str, Any]) -> None:
         ckpt_path = str(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME) if ckpt_dir else None
         if ckpt_path and trainer.global_rank == 0:
             print(f"resuming from the last checkpoint {checkpoint.path}", flush=True)
-        trainer.fit(module, ckpt_path=ckpt_path, **ray_input.fit_loaders(data, config))  # scale (issue 18): shards stream via Ray Data
+        trainer.fit(module, ckpt_path=ckpt_path, **ray_input.fit_loaders(data, config))  # DataLoader, or Ray Data (train.input)
 
 
 def _strategy(ray_ddp: type) -> Any:
@@ -154,7 +154,6 @@ def worker_config(params: Params, task: str, cfg: TaskConfig, use_gpu: bool, run
         "tracking_uri": tracking.tracking_uri(params), "run_id": run_id,
         "init_state": ray_cluster.resolve_init(cfg.model.init_from, params),
         "train_log_level": params.ray.train_log_level,
-        "storage": cfg.data.storage,  # scale (issue 18)
     }
 
 
@@ -171,7 +170,7 @@ def build_trainer(params: Params, config: dict[str, Any], name: str, max_failure
     return TorchTrainer(
         train_worker,
         train_loop_config=config,
-        **ray_input.trainer_datasets(config),  # scale (issue 18): the train shards as a Ray Dataset
+        **ray_input.trainer_datasets(config),  # train.input ray_data: the train shards as a Ray Dataset
         scaling_config=ScalingConfig(num_workers=params.ray.num_workers, use_gpu=config["use_gpu"],
                                      resources_per_worker=resources),
         run_config=RunConfig(
