@@ -1,17 +1,53 @@
 """The model card of a registered version: the evaluation's card (metrics, fairness,
-robustness, plots) with its gate-verdict section filled in, plus the version's lineage.
+robustness, figures) with its gate verdict filled in, plus the version's lineage.
 
-It is the version's description in the registry (the MLflow UI shows it) and is logged to the
-training run as `model_card/v<version>.md`; the HTML card under reports/<task>/card/ is
-re-rendered with the verdict. Without an evaluation card (e.g. a bare registration in
-tests) the card holds the test metrics and the gate section only.
+`model_card` is the whole card, logged to the training run as `model_card/v<version>.md`;
+`description` is the same card cut to what the version's description in the registry holds
+(MLflow's column is 5000 characters: SQLite ignores that, PostgreSQL and MySQL refuse more),
+the sections that do not fit named with a pointer to the whole card. Its first line is a
+one-line summary, because the registered model's versions table shows only that line.
+
+Figures are links to the run's artifacts through the MLflow server that shows the card
+(`get-artifact?...`, relative, so any `--static-prefix` works): the UI's markdown sanitizer
+(sanitize-html, http/https/ftp/mailto/tel only) drops `data:` images, checked in Chromium by
+tests/test_orchestration.py. The HTML card under reports/<task>/card/ keeps them inline.
+Without an evaluation card (a bare registration in tests) the card holds the test metrics
+and the gate section only.
 """
 
 from __future__ import annotations
 
-from components.evaluation.card import write_card
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+from components.evaluation import card as evaluation_card
 from components.paths import StagePaths
 from components.registry.gate import Candidate, Verdict
+
+MAX_DESCRIPTION = 5000  # MLflow's model_versions.description: String(5000)
+
+
+def artifact_link(run_id: str, path: str) -> str:
+    """An artifact of a run as the MLflow UI's own server serves it (relative URL)."""
+    return f"get-artifact?path={quote(path, safe='/')}&run_id={run_id}"
+
+
+def figure_link(run_id: str):
+    """The evaluate stage logs each figure as evaluation/<file name> in the training run."""
+    return lambda path: artifact_link(run_id, f"evaluation/{Path(path).name}")
+
+
+def summary_line(metrics: dict[str, float], verdict: Verdict) -> str:
+    outcome = "PASSED" if verdict.passed else f"NOT PASSED ({verdict.reason})"
+    headline = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if "/" not in k)
+    return f"{outcome}: {headline}" if headline else outcome
+
+
+def header_section(c: Candidate, version: str, verdict: Verdict, metrics: dict[str, float]) -> str:
+    return (f"{summary_line(metrics, verdict)}\n\n# {c.name} version {version}\n\nTask: {c.task}. MLflow run `{c.run_id}`. "
+            f"Serve: `mlflow models serve -m models:/{c.name}/{version}`. The whole card: the run's artifact "
+            f"[model_card/v{version}.md]({artifact_link(c.run_id, f'model_card/v{version}.md')}).\n")
 
 
 def gate_section(verdict: Verdict) -> str:
@@ -21,16 +57,45 @@ def gate_section(verdict: Verdict) -> str:
     return f"## Promotion gate\n\n{outcome}; {against}.\n\n{verdict.table()}\n"
 
 
-def model_card(c: Candidate, version: str, verdict: Verdict) -> str:
-    lineage = "\n".join(f"| {k.removeprefix('cvops.')} | `{v}` |" for k, v in sorted(c.tags.items()) if v)
-    header = (f"# {c.name} version {version}\n\nTask: {c.task}. MLflow run `{c.run_id}`. "
-              f"Serve: `mlflow models serve -m models:/{c.name}/{version}`.\n\n")
+def lineage_section(c: Candidate) -> str:
+    rows = "\n".join(f"| {k.removeprefix('cvops.')} | `{v}` |" for k, v in sorted(c.tags.items()) if v)
+    return f"## Lineage\n\nAlso the version's tags; `cvops lineage models:/{c.name}/<version>` turns them into commands.\n\n| what | value |\n|---|---|\n{rows}\n"
+
+
+def sections(c: Candidate, version: str, verdict: Verdict) -> list[str]:
+    """The card's sections, top-down: header, the evaluation card's sections (verdict first,
+    the config last), lineage."""
     card_json = StagePaths(c.task).metrics.parent / "card" / "card.json"
-    if card_json.exists():
-        rendered = {**verdict.as_dict(), "version": version, "table": verdict.table()}  # the gate's one renderer
-        markdown, _ = write_card(card_json, verdict=rendered)
-        body = markdown.read_text()  # its "Gate verdict" section now holds this verdict
-    else:
+    if not card_json.exists():
         metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(c.metrics.items()))
-        body = f"## Test metrics\n\n| metric | value |\n|---|---|\n{metrics}\n\n{gate_section(verdict)}"
-    return f"{header}{body}\n## Lineage\n\n| what | value |\n|---|---|\n{lineage}\n"
+        body = [f"## Test metrics\n\n| metric | value |\n|---|---|\n{metrics}\n", gate_section(verdict)]
+        return [header_section(c, version, verdict, c.metrics), *body, lineage_section(c)]
+    rendered = {**verdict.as_dict(), "version": version, "table": verdict.table()}  # the gate's one renderer
+    evaluation_card.write_card(card_json, verdict=rendered)  # the reports/ card and card.json take the verdict too
+    card = json.loads(card_json.read_text())
+    link = figure_link(c.run_id)
+    body = [section(card, link) for section in evaluation_card.SECTIONS if section is not evaluation_card.header_section]
+    return [header_section(c, version, verdict, card["metrics"]), *body, lineage_section(c)]
+
+
+def model_card(c: Candidate, version: str, verdict: Verdict) -> tuple[str, str]:
+    """(the whole card, the registry description: the card within MAX_DESCRIPTION)."""
+    parts = sections(c, version, verdict)
+    return "\n".join(parts), description(parts, version)
+
+
+def description(parts: list[str], version: str, limit: int = MAX_DESCRIPTION) -> str:
+    """The sections in order while they fit in `limit` characters; the rest named at the end
+    with where to read them. The first (the header, with the summary line) always stays."""
+    pointer = ("\n## Not shown here\n\n{names}: the description holds {limit} characters; the whole card is the "
+               "run's artifact model_card/v{version}.md.\n")
+    kept, left_out, used = [parts[0]], [], len(parts[0]) + len(pointer) + 200  # room for the names
+    for part in parts[1:]:
+        if used + len(part) + 1 <= limit:
+            kept.append(part)
+            used += len(part) + 1
+        else:
+            left_out.append(part.split("\n", 1)[0].lstrip("# "))
+    if left_out:
+        kept.append(pointer.format(names=", ".join(left_out), limit=limit, version=version))
+    return "\n".join(kept)[:limit]
