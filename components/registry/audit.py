@@ -80,12 +80,26 @@ def _legacy_entries(tags: dict[str, str]) -> list[tuple[str, dict]]:
             if k.startswith(AUDIT_PREFIX) and k[len(AUDIT_PREFIX):][:1].isdigit()]
 
 
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a download progress bar on stderr: noise in `cvops history` and promote."""
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
+
+
 def history(client: MlflowClient, name: str) -> list[dict]:
     """The audit entries of a registered model, oldest first."""
     tags = client.get_registered_model(name).tags
     entries = _legacy_entries(tags)
     if tags.get(TRAIL_RUN_TAG):
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, _no_progress_bar():
             try:
                 folder = Path(client.download_artifacts(tags[TRAIL_RUN_TAG], TRAIL_DIR, scratch))
             except (MlflowException, OSError):  # no move recorded in it yet

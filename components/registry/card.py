@@ -84,18 +84,25 @@ def model_card(c: Candidate, version: str, verdict: Verdict) -> tuple[str, str]:
     return "\n".join(parts), description(parts, version)
 
 
+ESSENTIAL = ("Gate verdict", "Headline metrics", "Per class", "Figures", "Test metrics", "Promotion gate")  # kept first
+
+
 def description(parts: list[str], version: str, limit: int = MAX_DESCRIPTION) -> str:
-    """The sections in order while they fit in `limit` characters; the rest named at the end
-    with where to read them. The first (the header, with the summary line) always stays."""
+    """The sections within `limit` characters, in the card's order: the header and ESSENTIAL
+    ones first, then the others while they fit; those left out are named at the end with where
+    to read them."""
     pointer = ("\n## Not shown here\n\n{names}: the description holds {limit} characters; the whole card is the "
                "run's artifact model_card/v{version}.md.\n")
-    kept, left_out, used = [parts[0]], [], len(parts[0]) + len(pointer) + 200  # room for the names
-    for part in parts[1:]:
-        if used + len(part) + 1 <= limit:
-            kept.append(part)
-            used += len(part) + 1
-        else:
-            left_out.append(part.split("\n", 1)[0].lstrip("# "))
+    title = [p.split("\n", 1)[0].lstrip("# ") for p in parts]
+    order = [0] + [i for i in range(1, len(parts)) if title[i].startswith(ESSENTIAL)] \
+        + [i for i in range(1, len(parts)) if not title[i].startswith(ESSENTIAL)]
+    kept, used = set(), len(pointer) + 200  # room for the names
+    for i in order:
+        if i == 0 or used + len(parts[i]) + 1 <= limit:
+            kept.add(i)
+            used += len(parts[i]) + 1
+    text = "\n".join(parts[i] for i in sorted(kept))
+    left_out = [title[i] for i in range(len(parts)) if i not in kept]
     if left_out:
-        kept.append(pointer.format(names=", ".join(left_out), limit=limit, version=version))
-    return "\n".join(kept)[:limit]
+        text += "\n" + pointer.format(names=", ".join(left_out), limit=limit, version=version)
+    return text[:limit]
