@@ -105,7 +105,7 @@ def history(client: MlflowClient, name: str) -> list[dict]:
             except (MlflowException, OSError):  # no move recorded in it yet
                 folder = Path(scratch) / "none"
             entries += [(p.stem, json.loads(p.read_text())) for p in folder.glob("*.json")]
-    return [entry for _, entry in sorted(entries, key=lambda e: e[0])]
+    return [entry for _, entry in sorted(dict(entries).items())]  # by key: seq, then the random id; one per key
 
 
 def trail_run(client: MlflowClient, name: str, version: str) -> str:
@@ -122,13 +122,23 @@ def trail_run(client: MlflowClient, name: str, version: str) -> str:
     return run.info.run_id
 
 
+def _move_legacy_entries(client: MlflowClient, name: str, run_id: str) -> None:
+    """Entries an older version kept as registered-model tags become files of the run (each
+    file written before its tag is deleted: an interruption leaves a duplicate, never a gap)."""
+    for key, value in client.get_registered_model(name).tags.items():
+        if key.startswith(AUDIT_PREFIX) and key[len(AUDIT_PREFIX):][:1].isdigit():
+            client.log_text(run_id, value, f"{TRAIL_DIR}/{key[len(AUDIT_PREFIX):]}.json")
+            client.delete_registered_model_tag(name, key)
+
+
 def _point_at_trail(client: MlflowClient, name: str, run_id: str, entry: dict) -> None:
     """The registered model's description: the last move and where the whole trail is. A
     summary, rewritten on each move; the trail itself is the run's files."""
     run = client.get_run(run_id)
     link = f"#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts"
-    last = (f"#{entry['seq']} {entry['time']}: {entry['what']} @{entry['alias']} v{entry['from'] or '-'} -> v{entry['to']} "
-            f"({entry['verdict'] or '-'}) by {entry['who']}")
+    # code spans: MLflow's GitHub-flavoured markdown links a bare @name to github.com/name
+    last = (f"#{entry['seq']} {entry['time']}: {entry['what']} `@{entry['alias']}` v{entry['from'] or '-'} -> v{entry['to']} "
+            f"({entry['verdict'] or '-'}) by `{entry['who']}`")
     client.update_registered_model(name, description=(
         f"Last alias move: {last}.\n\nEvery move (who, when, which verdict): the [audit trail run]({link}), "
         f"files {TRAIL_DIR}/*.json, or `cvops history <task>`."))
@@ -142,6 +152,7 @@ def move_alias(client: MlflowClient, name: str, alias: str, version: str, what: 
     version = str(version)
     client.set_registered_model_alias(name, alias, version)
     run_id = trail_run(client, name, version)
+    _move_legacy_entries(client, name, run_id)
     seq = len(history(client, name)) + 1
     entry = {"seq": seq, "time": datetime.now(UTC).isoformat(timespec="seconds"), "who": actor(), "what": what,
              "alias": alias, "from": previous, "to": version, "verdict": verdict, "reason": reason[:500]}

@@ -53,7 +53,7 @@ def header_section(c: Candidate, version: str, verdict: Verdict, metrics: dict[s
 def gate_section(verdict: Verdict) -> str:
     against = (f"against champion v{verdict.champion} ({verdict.champion_source})" if verdict.champion
                else "cold start (no champion)")
-    outcome = "**blessed** (promoted to @champion)" if verdict.passed else f"**not blessed**: {verdict.reason}"
+    outcome = "**blessed** (promoted to `@champion`)" if verdict.passed else f"**not blessed**: {verdict.reason}"
     return f"## Promotion gate\n\n{outcome}; {against}.\n\n{verdict.table()}\n"
 
 
