@@ -287,15 +287,37 @@ def _run_from_prefect_ui(live: Live, page, shots: Path) -> dict:
 
 
 def _check_mlflow_ui(live: Live, page, shots: Path) -> None:
-    experiment = MlflowClient(tracking_uri=live.mlflow).get_experiment_by_name(f"cvops/{TASK}")
-    page.goto(f"{live.mlflow}/#/experiments")
-    page.get_by_text("Model training", exact=True).first.click()  # MLflow 3 opens in GenAI mode
-    page.goto(f"{live.mlflow}/#/experiments/{experiment.experiment_id}/runs")
-    page.get_by_text(f"{TASK}-train").first.wait_for()
-    page.screenshot(path=str(shots / "mlflow-runs.png"))
-    page.goto(f"{live.mlflow}/#/models/{MODEL}")
-    page.get_by_text("champion").first.wait_for()  # the alias chip on the version row
-    page.screenshot(path=str(shots / "mlflow-model.png"))
+    """What a user sees in MLflow after the two runs (the API's experiment, the UI's Quick run):
+    the shared page functions of benchmarks/screenshots.py read the pages, this asserts."""
+    import json
+
+    from benchmarks import screenshots as ui
+
+    client = MlflowClient(tracking_uri=live.mlflow)
+    experiment = client.get_experiment_by_name(f"cvops/{TASK}").experiment_id
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    ui.open_mlflow(page, live.mlflow)
+    names = ui.runs_page(page, live.mlflow, experiment, shots, TASK)["run_names"]
+    assert f"{TASK}-train {EXPERIMENT}" in names, names  # the DVC experiment's run
+    assert any(n.startswith(f"{TASK}-train @") for n in names), names  # the Quick run: its commit
+
+    run = ui.run_page(page, live.mlflow, experiment, champion.run_id, shots, TASK)
+    assert run["datasets"].startswith(f"{TASK}-data"), "the training data as a logged dataset"
+    assert {"train", "val", "test", "robustness", "adversarial"} <= set(run["sections"]), run["sections"]  # tiny data: no fairness groups
+
+    model = ui.model_page(page, live.mlflow, MODEL, shots, TASK)
+    assert model["description"].startswith("Last alias move"), model["description"]
+    assert '"seq"' not in model["text"] and "cvops.audit.run" in model["text"], "the audit trail is a run, not JSON tags"
+
+    version = ui.version_page(page, live.mlflow, MODEL, str(champion.version), shots, TASK)
+    plots = json.loads((live.ws / "reports" / TASK / "card" / "card.json").read_text())["plots"]
+    assert len(version["images"]) == len(plots) and all(width > 0 for _, width in version["images"]), version["images"]
+    text = version["text"]
+    assert text.index("PASSED:") < text.index("Gate verdict") < text.index("Per class") < text.index("Figures")
+
+    card = ui.card_page(page, live.ws / "reports" / TASK / "card" / "model_card.html", shots, TASK)
+    assert card["headings"][:3] == ["Gate verdict", "Headline metrics (test split)", "Per class"]
+    assert card["headings"][-1] == "Training config" and all(width > 0 for _, width in card["images"])
 
 
 def test_down_stops_every_service(live):

@@ -11,12 +11,16 @@ import base64
 import html
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from markdown_it import MarkdownIt
 
 from components.serving.report import export_card_section
+
+ImageRef = Callable[[str], str]  # a figure's path (relative to the repo root) -> its link in the card
+Section = Callable[[dict[str, Any], ImageRef], str]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -89,24 +93,60 @@ def _per_class(table: dict[str, dict[str, float]], classes: list[str]) -> str:
     return _table(["class", *table], [[c, *(table[m].get(c) for m in table)] for c in shown])
 
 
-def to_markdown(card: dict[str, Any], image_ref=lambda p: p) -> str:
-    """Top-down for a reviewer: verdict, headline metrics, per class, fairness, robustness,
-    figures, then the data and the config."""
-    out = [f"# Model card: {card['model_name']}", "",
-           f"Task **{card['task']}**, arch `{card['arch']}`, classes {', '.join(card['classes'])}; evaluated {card['date']}.", "",
-           "## Gate verdict", _verdict(card.get("verdict")), "",
-           export_card_section(card),
-           "## Headline metrics (test split)", _table(["metric", "value"], [[f"`{k}`", v] for k, v in card["metrics"].items()]), "",
-           "## Per class", _per_class(card.get("per_class", {}), card["classes"]), "",
-           "## Fairness", _fairness(card["fairness"]), "",
-           "## Robustness", _robustness(card["corruptions"], card["adversarial"]), "",
-           "## Figures"]
-    for name, path in card["plots"].items():
-        out += [f"### {name.replace('_', ' ')}", f"![{name}]({image_ref(path)})", ""]
-    out += ["## Data", f"Dataset `{card['data']['path']}`, version (DVC md5) `{card['data']['version'] or 'untracked'}`, "
-            f"test images {card['data']['test_images']}.", "",
-            "## Training config", "```json", json.dumps(card["config"], indent=2), "```", ""]
-    return "\n".join(out)
+# One function per section, in the order a reviewer reads: the outcome and the numbers that
+# decide it first, then where the model is weak, the pictures, and the data and config last.
+def header_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    return (f"# Model card: {card['model_name']}\n\nTask **{card['task']}**, arch `{card['arch']}`, classes "
+            f"{', '.join(card['classes'])}; evaluated {card['date']}.\n")
+
+
+def verdict_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    return f"## Gate verdict\n\n{_verdict(card.get('verdict'))}\n"
+
+
+def export_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    return export_card_section(card)
+
+
+def headline_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    rows = [[f"`{k}`", v] for k, v in card["metrics"].items()]
+    return f"## Headline metrics (test split)\n\n{_table(['metric', 'value'], rows)}\n"
+
+
+def per_class_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    return f"## Per class\n\n{_per_class(card.get('per_class', {}), card['classes'])}\n"
+
+
+def fairness_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    return f"## Fairness\n\n{_fairness(card['fairness'])}\n"
+
+
+def robustness_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    return f"## Robustness\n\n{_robustness(card['corruptions'], card['adversarial'])}\n"
+
+
+def figures_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    figures = [f"### {name.replace('_', ' ')}\n\n![{name}]({image_ref(path)})\n" for name, path in card["plots"].items()]
+    return "\n".join(["## Figures\n", *figures])
+
+
+def data_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    d = card["data"]
+    return (f"## Data\n\nDataset `{d['path']}`, version (DVC md5) `{d['version'] or 'untracked'}`, "
+            f"test images {d['test_images']}.\n")
+
+
+def config_section(card: dict[str, Any], image_ref: ImageRef) -> str:
+    return f"## Training config\n\n```json\n{json.dumps(card['config'], indent=2)}\n```\n"
+
+
+SECTIONS: tuple[Section, ...] = (header_section, verdict_section, export_section, headline_section, per_class_section, fairness_section,
+                                 robustness_section, figures_section, data_section, config_section)
+
+
+def to_markdown(card: dict[str, Any], image_ref: ImageRef = lambda p: p, sections: tuple[Section, ...] = SECTIONS) -> str:
+    """The card top-down (SECTIONS); `image_ref` turns a figure's repo path into its link."""
+    return "\n".join(section(card, image_ref) for section in sections)
 
 
 def _inline(path: str) -> str:

@@ -120,8 +120,8 @@ def _tag_verdict(client: MlflowClient, c: Candidate, version: str, verdict: Verd
     client.set_model_version_tag(c.name, version, "cvops.gate.champion_source", verdict.champion_source)
     client.set_model_version_tag(c.name, version, "cvops.servable", ",".join(verdict.servable))
     client.set_model_version_tag(c.name, version, "cvops.gate.table", gate_table(verdict.as_dict())[:4900])  # tag values: 5000 chars
-    card = model_card(c, version, verdict)
-    client.update_model_version(c.name, version, description=card)
+    card, description = model_card(c, version, verdict)
+    client.update_model_version(c.name, version, description=description)  # the card cut to the registry's limit
     client.log_text(c.run_id, card, f"model_card/v{version}.md")
 
 
