@@ -47,7 +47,7 @@ def make_registry_workspace(tmp_path: Path, task: str, monkeypatch) -> Path:
         # the schema migrations take seconds; the experiment keeps artifacts per workspace
         MlflowClient(f"sqlite:///{template / 'mlruns.db'}").search_experiments()
     ws = tmp_path / "ws"
-    shutil.copytree(template, ws)
+    shutil.copytree(template, ws, symlinks=True)  # sources/<task>: links
     monkeypatch.chdir(ws)
     return ws
 
