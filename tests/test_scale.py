@@ -69,6 +69,7 @@ def test_pipeline_on_shards_trains_through_ray_data(tmp_path: Path) -> None:
     assert (ws / "models" / "classification" / "model.pt").stat().st_size > 0
 
 
+@pytest.mark.slow  # a tiny train + the evaluation twice (in process, 2 Ray actors): minutes on 2 cores; `pytest -m slow -k ray_workers`
 def test_evaluation_on_ray_workers_gives_the_in_process_numbers(tmp_path: Path, monkeypatch, capsys) -> None:
     """The suite's grid of passes (clean chunks, corruption x severity, attack batches) on 2 Ray
     workers: the same metrics, rows and curves as in one process, to the last digit."""

@@ -84,7 +84,7 @@ def test_ray_data_manifests_equal_the_loose_ones(tmp_path: Path, local_ray, task
     shutil.rmtree(tmp_path)
 
 
-@pytest.mark.parametrize("task", ["classification", "segmentation"])
+@pytest.mark.parametrize("task", ["classification", pytest.param("segmentation", marks=pytest.mark.slow)])
 def test_map_style_loader_reads_a_sharded_dataset(tmp_path: Path, task: str) -> None:
     """What validation during training and the evaluate stage read: images (and masks) by
     offset in their shard, the same tensors as from the loose files."""

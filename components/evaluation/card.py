@@ -140,8 +140,8 @@ def config_section(card: dict[str, Any], image_ref: ImageRef) -> str:
     return f"## Training config\n\n```json\n{json.dumps(card['config'], indent=2)}\n```\n"
 
 
-SECTIONS: tuple[Section, ...] = (header_section, verdict_section, export_section, headline_section, per_class_section, fairness_section,
-                                 robustness_section, figures_section, data_section, config_section)
+SECTIONS: tuple[Section, ...] = (header_section, verdict_section, headline_section, per_class_section, fairness_section,
+                                 robustness_section, export_section, figures_section, data_section, config_section)
 
 
 def to_markdown(card: dict[str, Any], image_ref: ImageRef = lambda p: p, sections: tuple[Section, ...] = SECTIONS) -> str:
