@@ -150,6 +150,7 @@ def test_data_stage_ray_data_work_lands_on_both_nodes(two_node_cluster, tmp_path
     assert sum(images_per_node.values()) == 90
 
 
+@pytest.mark.slow  # ~75 s on CI (2 cores): a training killed and resumed; the resume logic stays in tests/test_resume.py
 def test_killed_worker_run_resumes_from_last_checkpoint(workspace):
     ws, epochs = workspace, 5
     set_param(ws, "ray.max_failures", 1)
@@ -224,6 +225,7 @@ def test_killed_train_stage_rerun_resumes_from_its_checkpoint(workspace):
     assert not slot.exists() and (ws / "ray_results" / f"{TASK}-{run_id[:8]}" / "cvops_run.json").is_file()
 
 
+@pytest.mark.slow  # ~60 s on CI (2 cores): a Ray Jobs head and a train stage submitted to it
 def test_submit_runs_the_train_stage_as_a_ray_job(workspace, job_server):
     """`cvops submit`: the workspace (with DVC's gitignored data) is uploaded as the job's working
     directory, the stage's Ray Train run joins the job's cluster, the job logs to the MLflow

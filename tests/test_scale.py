@@ -48,6 +48,7 @@ def test_ray_data_input_needs_shards() -> None:
     assert parse_params(raw).task("classification").train.input == "ray_data"
 
 
+@pytest.mark.slow  # ~110 s on CI (2 cores): prepare, validate and train on shards through Ray Data
 def test_pipeline_on_shards_trains_through_ray_data(tmp_path: Path) -> None:
     """storage: shards + train.input: ray_data through prepare, validate and train: the Train
     workers stream their dataset shards (2 workers holding both CPUs of a 2-CPU cluster: the
