@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from components.runtime import ray_cluster
 from tests.conftest import BIN, make_workspace, stage_env, tiny_params
 from tests.test_pipeline import client_for, set_param
 
@@ -60,14 +61,7 @@ def _stop(temp_dir: Path, gcs_port: str) -> None:
             mine.add(process)
             with contextlib.suppress(psutil.Error):
                 mine.update(process.children(recursive=True))
-    for process in mine:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-    _, alive = psutil.wait_procs(mine, timeout=15)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=15)
+    ray_cluster.stop_processes(mine, timeout=15)
     shutil.rmtree(temp_dir, ignore_errors=True)  # the cluster's session logs and sockets
 
 

@@ -87,14 +87,22 @@ def _stop_new_children(before: set[int]) -> None:
     attempt of the CPU it lacked (seen: two attempts' GCS side by side under load 25)."""
     import psutil
 
-    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    for process in new:
+    stop_processes([p for p in psutil.Process().children(recursive=True) if p.pid not in before], timeout=10)
+
+
+def stop_processes(processes, timeout: float) -> None:
+    """SIGTERM each process, SIGKILL those still alive after `timeout` s, and reap them."""
+    import psutil
+
+    processes = list(processes)
+    for process in processes:
         with contextlib.suppress(psutil.Error):
             process.terminate()
-    _, alive = psutil.wait_procs(new, timeout=10)
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
+    psutil.wait_procs(alive, timeout=timeout)
 # Ray gives its raylet a fixed 30 s to register; a niced stage on a machine loaded by others
 # (load 15-20 on 2 cores, measured) can miss it twice in a row
 START_ATTEMPTS = 3
