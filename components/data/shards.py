@@ -15,11 +15,12 @@ names (`path` -> `image.png`, segmentation's `mask` -> `mask.png`).
 **Deterministic**: records sorted by (split, path); webdataset's TarWriter with fixed headers
 (mtime 0, uid/gid 0, user/group "cvops", mode 0444; the tars come out PAX, each member with a
 `mtime=0.0` record: webdataset 1.0.2 does not hand its `format` to tarfile); a shard is cut
-once it holds `shard_size_mb` of data; the index is written a fixed number of rows per row group. The same dataset gives byte-identical shards and index, so DVC skips
-an unchanged dataset. **When one image changes**: its shard is rewritten; if its size changed,
-the cut points of the later shards of the same split move too, so those are rewritten as well
-(the other splits' shards are untouched). Content-defined cut points (cut at keys whose hash
-hits a pattern) would confine a change to one or two shards; not done yet.
+once it holds `shard_size_mb` of data; the index has a fixed number of rows per row group.
+The same dataset gives byte-identical shards and index, so DVC skips an unchanged dataset.
+**When one image changes**: its shard is rewritten; if its size changed, the cut points of the
+later shards of the same split move too, so those are rewritten as well (the other splits'
+shards are untouched; the index is one file, always rewritten). Content-defined cut points
+(cut at keys whose hash hits a pattern) would confine a change to one or two shards; not done.
 
 Random access: the index holds each member's byte offset in its shard, so `ShardRoot` opens
 any stored file by its original relative path without reading the shard (evaluation, the
@@ -92,6 +93,7 @@ def write_shards(root: Path, spec: TaskSpec, shard_size_mb: float, remove_loose:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     partial = root / f"{INDEX}.partial"  # renamed once complete: a broken run leaves no index (is_sharded)
+    (root / INDEX).unlink(missing_ok=True)
     shards = 0
     with pq.ParquetWriter(partial, INDEX_SCHEMA, compression="zstd") as index:
         rows = _Rows(index)
