@@ -34,6 +34,27 @@ def test_same_dataset_gives_byte_identical_shards(tmp_path: Path) -> None:
     assert not (a / "images").exists() and not (a / "masks").exists()  # packed files are removed
 
 
+def test_index_streamed_in_row_groups_is_the_same_table_with_exact_offsets(tmp_path: Path, monkeypatch) -> None:
+    """write_shards writes the index a row group at a time and takes the offsets while writing:
+    the same rows as one group, deterministic, each offset where tarfile finds the member's data."""
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    whole = _sharded(tmp_path / "whole")
+    monkeypatch.setattr(shards, "BATCH_ROWS", 7)
+    a, b = _sharded(tmp_path / "a"), _sharded(tmp_path / "b")
+    assert pq.ParquetFile(a / shards.INDEX).metadata.num_row_groups > 1
+    assert pq.read_table(a / shards.INDEX).equals(pq.read_table(whole / shards.INDEX))
+    assert (a / shards.INDEX).read_bytes() == (b / shards.INDEX).read_bytes()
+    found = {}
+    for path in shards.shard_paths(a):
+        with tarfile.open(path) as tar:
+            found |= {(Path(path).name, info.name): info.offset_data for info in tar}
+    rows = pq.read_table(a / shards.INDEX).to_pylist()
+    assert [r["offset"] for r in rows] == [found[(r["shard"], f"{r['key']}.{r['member']}")] for r in rows]
+
+
 def test_changed_image_rewrites_its_shard_and_later_ones_of_its_split_only(tmp_path: Path) -> None:
     a = _sharded(tmp_path / "a")
     b = tmp_path / "b"

@@ -13,12 +13,14 @@ first dot); its members are `json` (the record) and one `<field>.<ext>` per file
 names (`path` -> `image.png`, segmentation's `mask` -> `mask.png`).
 
 **Deterministic**: records sorted by (split, path); webdataset's TarWriter with fixed headers
-(mtime 0, uid/gid 0, user/group "cvops", mode 0444, USTAR); a shard is cut once it holds
-`shard_size_mb` of data. The same dataset gives byte-identical shards and index, so DVC skips
-an unchanged dataset. **When one image changes**: its shard is rewritten; if its size changed,
-the cut points of the later shards of the same split move too, so those are rewritten as well
-(the other splits' shards are untouched). Content-defined cut points (cut at keys whose hash
-hits a pattern) would confine a change to one or two shards; not done yet.
+(mtime 0, uid/gid 0, user/group "cvops", mode 0444; the tars come out PAX, each member with a
+`mtime=0.0` record: webdataset 1.0.2 does not hand its `format` to tarfile); a shard is cut
+once it holds `shard_size_mb` of data; the index has a fixed number of rows per row group.
+The same dataset gives byte-identical shards and index, so DVC skips an unchanged dataset.
+**When one image changes**: its shard is rewritten; if its size changed, the cut points of the
+later shards of the same split move too, so those are rewritten as well (the other splits'
+shards are untouched; the index is one file, always rewritten). Content-defined cut points
+(cut at keys whose hash hits a pattern) would confine a change to one or two shards; not done.
 
 Random access: the index holds each member's byte offset in its shard, so `ShardRoot` opens
 any stored file by its original relative path without reading the shard (evaluation, the
@@ -73,61 +75,101 @@ def _member(field: str, rel: str) -> str:
     return f"{field}{Path(rel).suffix.lower() or '.bin'}"
 
 
+BATCH_ROWS = 16_384  # index rows per Parquet row group: the writer holds one batch, not the dataset
+
+
 def write_shards(root: Path, spec: TaskSpec, shard_size_mb: float, remove_loose: bool = True) -> int:
     """Pack the loose dataset under `root` into shards + index (see the module docstring);
-    returns the shard count. With `remove_loose` the packed files are deleted afterwards."""
+    returns the shard count. With `remove_loose` the packed files are deleted afterwards.
+
+    Streams (issue 18: 10^6 images in a bounded memory): one split at a time, one sample at a
+    time; the index is written a row group per BATCH_ROWS rows, its offsets taken while the tar
+    is written; the files to remove are read back from the index. What stays in memory is the
+    task's records (read_records, sorted) and one batch of index rows."""
     root = Path(root)
-    records = sorted(spec.read_records(root), key=lambda r: (r["split"], r["path"]))
+    records = spec.read_records(root)
+    records.sort(key=lambda r: (r["split"], r["path"]))
     out = root / SHARDS_DIR
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    rows: dict[str, list] = {name: [] for name in INDEX_SCHEMA.names}
-    packed: list[Path] = []
+    partial = root / f"{INDEX}.partial"  # renamed once complete: a broken run leaves no index (is_sharded)
+    (root / INDEX).unlink(missing_ok=True)
     shards = 0
-    for split in sorted({r["split"] for r in records}):
-        pattern = str(out / f"{split}-%06d.tar")
-        # ShardWriter starts a new shard once `maxsize` bytes are written; maxcount is no limit
-        with wds.ShardWriter(pattern, maxsize=shard_size_mb * 1e6, maxcount=10**12, encoder=False, verbose=0,
-                             **TAR_HEADER) as writer:
-            for record in (r for r in records if r["split"] == split):
-                key, files = sample_key(record["path"]), record_files(record, root)
-                sample = {"__key__": key, "json": json.dumps(record, sort_keys=True).encode()}
-                for field, rel in files.items():
-                    data = (root / rel).read_bytes()
-                    sample[_member(field, rel)] = data
-                    rows["path"].append(rel)
-                    rows["key"].append(key)
-                    rows["member"].append(_member(field, rel))
-                    rows["split"].append(split)
-                    rows["sha256"].append(hashlib.sha256(data).hexdigest())
-                    rows["size"].append(len(data))
-                    packed.append(root / rel)
-                writer.write(sample)
-                for _ in files:
-                    rows["shard"].append(Path(writer.fname).name)
-            shards += writer.shard
-    table = pa.table({k: v for k, v in rows.items() if k != "offset"} | {"offset": [0] * len(rows["path"])},
-                     schema=INDEX_SCHEMA)
-    table = table.set_column(INDEX_SCHEMA.get_field_index("offset"), "offset", _offsets(out, table))
-    pq.write_table(table, root / INDEX, compression="zstd")
+    with pq.ParquetWriter(partial, INDEX_SCHEMA, compression="zstd") as index:
+        rows = _Rows(index)
+        for split in sorted({r["split"] for r in records}):
+            shards += _write_split(root, out, split, (r for r in records if r["split"] == split), shard_size_mb, rows)
+        rows.flush()
+    partial.replace(root / INDEX)
     if remove_loose:
-        for path in packed:
-            path.unlink(missing_ok=True)
-        for folder in sorted({p.parent for p in packed}, key=lambda p: -len(p.parts)):
-            if folder != root and folder.exists() and not any(folder.iterdir()):
-                folder.rmdir()
+        _remove_packed(root)
     return shards
 
 
-def _offsets(out: Path, table: pa.Table) -> pa.Array:
-    """Each indexed member's data offset in its shard, read back from the tar headers."""
-    where: dict[tuple[str, str], int] = {}
-    for shard in sorted(set(table["shard"].to_pylist())):
-        with tarfile.open(out / shard) as tar:
-            for info in tar:
-                where[(shard, info.name)] = info.offset_data
-    names = zip(table["shard"].to_pylist(), table["key"].to_pylist(), table["member"].to_pylist(), strict=True)
-    return pa.array([where[(s, f"{k}.{m}")] for s, k, m in names], pa.int64())
+class _Rows:
+    """Index rows, flushed to the Parquet writer a row group at a time (fixed size: deterministic)."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer, self.columns = writer, {name: [] for name in INDEX_SCHEMA.names}
+
+    def add(self, **row: Any) -> None:
+        for name, value in row.items():
+            self.columns[name].append(value)
+        if len(self.columns["path"]) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.columns["path"]:
+            self.writer.write_batch(pa.RecordBatch.from_pydict(self.columns, schema=INDEX_SCHEMA))
+            self.columns = {name: [] for name in INDEX_SCHEMA.names}
+
+
+def _data_offsets(tar: tarfile.TarFile, key: str) -> dict[str, int]:
+    """{member: data offset} of the sample just written: tarfile keeps the TarInfo of each
+    member it added (cleared after every sample, so these are this sample's, in order) and the
+    stream's offset; each member took its header (what tobuf gives again: 512 bytes or more,
+    with a PAX header) and its data padded to 512 bytes. Exact, without re-reading the tar."""
+    headers = [len(info.tobuf(tar.format, tar.encoding, tar.errors)) for info in tar.members]
+    padded = [-(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for info in tar.members]
+    offset, where = tar.offset - sum(headers) - sum(padded), {}
+    for info, header, data in zip(tar.members, headers, padded, strict=True):
+        where[info.name[len(key) + 1:]] = offset + header
+        offset += header + data
+    tar.members.clear()  # else tarfile holds every TarInfo it wrote: ~10^5 per 256 MB shard of small images
+    return where
+
+
+def _write_split(root: Path, out: Path, split: str, records, shard_size_mb: float, rows: _Rows) -> int:
+    pattern = str(out / f"{split}-%06d.tar")
+    # ShardWriter starts a new shard once `maxsize` bytes are written; maxcount is no limit
+    with wds.ShardWriter(pattern, maxsize=shard_size_mb * 1e6, maxcount=10**12, encoder=False, verbose=0,
+                         **TAR_HEADER) as writer:
+        for record in records:
+            key, files = sample_key(record["path"]), record_files(record, root)
+            sample = {"__key__": key, "json": json.dumps(record, sort_keys=True).encode()}
+            for field, rel in files.items():
+                sample[_member(field, rel)] = (root / rel).read_bytes()
+            writer.write(sample)  # may start a new shard first: offsets are taken after it
+            data_at = _data_offsets(writer.tarstream.tarstream, key)
+            shard = Path(writer.fname).name
+            for field, rel in files.items():
+                member, data = _member(field, rel), sample[_member(field, rel)]
+                rows.add(path=rel, key=key, member=member, split=split, shard=shard, offset=data_at[member],
+                         size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        return writer.shard
+
+
+def _remove_packed(root: Path) -> None:
+    """Delete the packed loose files (read back from the index, a batch at a time), then the
+    folders that held them, once empty."""
+    folders: set[Path] = set()
+    for batch in pq.ParquetFile(root / INDEX).iter_batches(batch_size=BATCH_ROWS, columns=["path"]):
+        for rel in batch.column(0).to_pylist():
+            (root / rel).unlink(missing_ok=True)
+            folders.add((root / rel).parent)
+    for folder in sorted(folders, key=lambda p: -len(p.parts)):
+        if folder != root and folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def shard_paths(root: Path, split: str | None = None) -> list[str]:
