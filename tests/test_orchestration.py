@@ -82,11 +82,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PrefectApi(httpx.Client):
+    """Prefect's REST API as its own client calls it: a 503 is the server's "retry" (a busy
+    SQLite database, e.g. while its scheduler inserts the nightly runs on a loaded machine)."""
+
+    def request(self, *args, **kwargs) -> httpx.Response:
+        for attempt in range(6):
+            response = super().request(*args, **kwargs)
+            if response.status_code != 503:
+                break
+            time.sleep(2 * (attempt + 1))
+        return response
+
+
 class Live:
     def __init__(self, ws: Path, prefect_port: int, mlflow_port: int) -> None:
         self.ws = ws
         self.prefect = f"http://127.0.0.1:{prefect_port}"
-        self.api = httpx.Client(base_url=f"{self.prefect}/api", timeout=30)
+        self.api = PrefectApi(base_url=f"{self.prefect}/api", timeout=30)
         self.mlflow = f"http://127.0.0.1:{mlflow_port}"
 
     def cvops(self, *args: str) -> subprocess.CompletedProcess:
