@@ -22,6 +22,7 @@ import yaml
 from mlflow import MlflowClient
 
 from components.config import GateConfig
+from components.registry.record import read_record
 from components.tasks import TASKS
 from tests.conftest import ROOT
 from tests.registry_helpers import (
@@ -90,7 +91,7 @@ def test_promotion_matrix_with_the_default_gate(task, tmp_path, monkeypatch):
         failing = [c for c in worse["checks"] if not c["passed"]]
         assert [c["metric"] for c in failing] == [metric] and "**no**" in worse["table"]
         version = client.get_model_version(f"cvops-{task}", worse["version"])  # one rendering everywhere
-        assert version.tags["cvops.gate.table"] == worse["table"] and worse["table"] in version.description
+        assert read_record(client, version)["cvops.gate.table"] == worse["table"] and worse["table"] in version.description
 
     same = judge(shifted(base, gate, -0.5))  # (e) worse in everything, but within the tolerance
     assert same["passed"], same["table"]

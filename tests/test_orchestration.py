@@ -3,7 +3,8 @@ Prefect server, an MLflow server and a process worker on free loopback ports ove
 workspace; the demo's run is in the server's UI; prefect.yaml's deployments applied; the
 on-demand deployment triggered through Prefect's REST API with overrides (a DVC experiment,
 a task per stage, rejected by its gate), the nightly schedule read back from the server,
-both UIs driven in headless Chromium (a Quick run: every stage skipped), then `cvops down`.
+both UIs driven in headless Chromium (a Quick run: every stage skipped; the flow run pages:
+a task per stage, Skipped and Rejected as such), then `cvops down`.
 Two pipeline runs (~2 min of CPU each) serve every test; tests run in file order."""
 
 from __future__ import annotations
@@ -81,11 +82,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PrefectApi(httpx.Client):
+    """Prefect's REST API as its own client calls it: a 503 is the server's "retry" (a busy
+    SQLite database, e.g. while its scheduler inserts the nightly runs on a loaded machine)."""
+
+    def request(self, *args, **kwargs) -> httpx.Response:
+        for attempt in range(6):
+            response = super().request(*args, **kwargs)
+            if response.status_code != 503:
+                break
+            time.sleep(2 * (attempt + 1))
+        return response
+
+
 class Live:
     def __init__(self, ws: Path, prefect_port: int, mlflow_port: int) -> None:
         self.ws = ws
         self.prefect = f"http://127.0.0.1:{prefect_port}"
-        self.api = httpx.Client(base_url=f"{self.prefect}/api", timeout=30)
+        self.api = PrefectApi(base_url=f"{self.prefect}/api", timeout=30)
         self.mlflow = f"http://127.0.0.1:{mlflow_port}"
 
     def cvops(self, *args: str) -> subprocess.CompletedProcess:
@@ -263,6 +277,7 @@ def test_ui_run_button_and_mlflow_ui_in_chromium(live, on_demand_run, tmp_path):
         page.set_default_timeout(60_000)
         try:
             started = _run_from_prefect_ui(live, page, shots)
+            _check_prefect_flow_runs(live, page, shots, on_demand_run, started)
             _check_mlflow_ui(live, page, shots)
         finally:
             page.screenshot(path=str(shots / "last.png"))
@@ -287,11 +302,28 @@ def _run_from_prefect_ui(live: Live, page, shots: Path) -> dict:
     while not (new := [r for r in live.flow_runs(deployment["id"]) if r["id"] not in before]):
         assert time.monotonic() < deadline, "the Run button created no flow run"
         time.sleep(1)
-    run = live.wait(new[0]["id"])
-    page.goto(f"{live.prefect}/runs/flow-run/{run['id']}")
-    page.get_by_text("Completed").first.wait_for()
-    page.screenshot(path=str(shots / "prefect-flow-run.png"))
-    return run
+    return live.wait(new[0]["id"])
+
+
+def _check_prefect_flow_runs(live: Live, page, shots: Path, rejected_id: str, quick: dict) -> None:
+    """What a user sees on Prefect's flow run pages (benchmarks/screenshots.py reads them): the
+    API's experiment, a task per stage, the unchanged ones Skipped, promote a red 'Rejected'
+    whose page says why; the UI's Quick run on an unchanged workspace, every stage Skipped."""
+    from benchmarks import screenshots as ui
+
+    stages = {f"{stage}@{TASK}" for stage in STAGES}
+    rejected = ui.prefect_flow_run_page(page, live.prefect, rejected_id, shots, "rejected")
+    assert rejected["state"] == "Failed" and set(rejected["tasks"]) == stages | {f"report {TASK}"}, rejected
+    assert rejected["tasks"][f"prepare@{TASK}"] == ("Skipped", "completed"), "unchanged since the demo"
+    assert rejected["tasks"][f"train@{TASK}"] == ("Completed", "completed")
+    assert rejected["tasks"][f"promote@{TASK}"] == ("Rejected", "failed"), "the gate's verdict, in red"
+    promote = ui.prefect_task_run_page(page, live.prefect, live.task_runs(rejected_id)[f"promote@{TASK}"]["id"], shots, "rejected-promote")
+    assert promote["state"] == "Rejected" and "not promoted" in promote["text"] and "accuracy" in promote["text"], promote["text"][-2000:]
+    assert "Traceback" not in promote["text"], "a verdict, not a crash"
+
+    skipped = ui.prefect_flow_run_page(page, live.prefect, quick["id"], shots, "quick-run")
+    assert skipped["state"] == "Completed"
+    assert {t: s for t, s in skipped["tasks"].items() if t in stages} == dict.fromkeys(stages, ("Skipped", "completed")), skipped
 
 
 def _check_mlflow_ui(live: Live, page, shots: Path) -> None:

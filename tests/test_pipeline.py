@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -131,6 +132,62 @@ def test_init_from_a_registered_champion_resolves_to_its_checkpoint(built_worksp
     assert meta["task"] == task
     local = torch.load(built_workspace / "models" / task / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in local.items())
+
+
+def test_reports_open_offline_in_chromium(built_workspace, tmp_path):
+    """Air-gapped: `dvc plots show` writes one self-contained page (Vega inlined by the
+    .dvc/config template) whose curves draw, and the GX Data Docs show their tables, in
+    Chromium with every http(s) request refused."""
+    from components.runtime.offline_html import DVC_TEMPLATE, dvc_plots_template, remote_references
+
+    assert DVC_TEMPLATE.read_text() == dvc_plots_template(), "web_assets changed: `python -m components.runtime.offline_html`"
+    dvc(built_workspace, "plots", "show", "-o", str(tmp_path / "plots"))
+    plots = tmp_path / "plots" / "index.html"
+    assert remote_references(plots.read_text()) == []
+    specs = [json.loads(m) for m in re.findall(r"var spec = (\{.*?\});\n\s*vegaEmbed", plots.read_text(), re.S)]
+    axes = {(axis["field"], axis.get("title")) for spec in specs for axis in _encodings(spec, ("x", "y"))}
+    assert len(specs) == 4 * len(TASKS) and all(title and title != field for field, title in axes), axes
+    browser = "/usr/bin/chromium"
+    if not Path(browser).exists():
+        pytest.skip(f"{browser} is missing: `apt-get install -y chromium` (.ci/run installs it)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the dev group's playwright is missing")
+    docs = built_workspace / "reports" / TASK / "data_docs"
+    [result] = (docs / "validations" / f"{TASK}_images").rglob("*.html")
+    with playwright.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox", "--disable-gpu"], headless=True)
+        context = chromium.new_context()
+        refused: list[str] = []
+        context.route("http*://**/*", lambda route: (refused.append(route.request.url), route.abort()))
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            page.goto(plots.as_uri())
+            curves = page.locator("div[id$='_json']")  # a Vega plot per curves/*.json
+            assert curves.count() == 4 * len(TASKS), curves.count()
+            page.wait_for_function("() => Array.from(document.querySelectorAll(\"div[id$='_json']\")).every(d => d.querySelector('canvas, svg'))")
+            page.goto((docs / "index.html").as_uri())  # the validation results: a bootstrap-table
+            page.get_by_role("link", name=f"{TASK}_images").first.wait_for(state="visible", timeout=10_000)
+            page.goto(result.as_uri())  # one result: an expectation per row, with its status icon
+            page.get_by_text("Overview", exact=True).first.wait_for(state="visible", timeout=10_000)
+            fonts = page.evaluate("document.fonts.ready.then(fs => Array.from(fs).map(f => [f.family, f.weight, f.status]))")
+            assert ["Font Awesome 6 Free", "900", "loaded"] in fonts, f"the status icons' font: {fonts}"
+        finally:
+            chromium.close()
+    assert refused == [] and errors == [], (refused, errors)
+
+
+def _encodings(spec, channels: tuple[str, ...]):
+    """Every encoding of those channels in a Vega-Lite spec, layers included."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key in channels and isinstance(value, dict) and "field" in value:
+                yield value
+            else:
+                yield from _encodings(value, channels)
+    elif isinstance(spec, list):
+        for item in spec:
+            yield from _encodings(item, channels)
 
 
 def test_second_repro_runs_no_stage(built_workspace):

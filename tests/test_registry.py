@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from components.cli import main
 from components.config import ConfigError
 from components.registry.audit import alias_version
+from components.registry.record import FILTER_TAGS, RECORD_TAG, read_record
 from components.tasks import TASKS
 from tests.registry_helpers import (
     log_candidate,
@@ -42,7 +43,7 @@ def store(ws: Path) -> MlflowClient:
 
 
 def verdict_of(client: MlflowClient, name: str, version: str) -> dict:
-    tags = client.get_model_version(name, version).tags
+    tags = read_record(client, client.get_model_version(name, version))
     return {"passed": tags["cvops.gate.passed"], "baseline": tags["cvops.gate.baseline_version"],
             "checks": json.loads(tags["cvops.gate.checks"])}
 
@@ -57,9 +58,14 @@ def test_gate_promotes_rejects_and_rolls_back(task, tmp_path, monkeypatch, capsy
     assert v1["passed"] and v1["baseline_version"] is None
     assert [c["metric"] for c in v1["checks"]] == [monitor]
     assert alias_version(client, name, "champion") == v1["version"] == "1"
-    tags = client.get_model_version(name, "1").tags
+    version = client.get_model_version(name, "1")
+    tags = read_record(client, version)
     assert tags["cvops.mlflow_run_id"] == first.run_id and tags["cvops.task"] == task
     assert tags["cvops.params_hash"] and tags["cvops.version.torch"] and tags["cvops.git_dirty"] in ("true", "false")
+    # the model page's versions table: the few tags one filters on, the rest in the record artifact
+    assert set(version.tags) == {*FILTER_TAGS, RECORD_TAG}, sorted(version.tags)
+    assert version.tags[RECORD_TAG] == "registry/v1.json" and version.tags["cvops.gate.passed"] == "true"
+    assert client.search_model_versions(f"name='{name}' and tags.`cvops.data_hash` = '{version.tags['cvops.data_hash']}'")
 
     worse = log_candidate(ws, task, seed=1, metrics={**first.metrics, monitor: first.metrics[monitor] - 0.05})
     v2 = promote_candidate(ws, task, worse)

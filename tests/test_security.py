@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.cli import main
+from components.registry.record import read_record
 from components.runtime import submit
 from components.runtime.redact import redact
 from tests.conftest import ROOT, git
@@ -51,8 +52,9 @@ def test_no_planted_token_reaches_the_registry_cards_or_the_cli(repo, capsys, mo
 
     client = MlflowClient(f"sqlite:///{repo / 'mlruns.db'}")
     version = client.get_model_version(MODEL, "1")
-    assert version.tags["cvops.git_remote"] == "https://user:***@git.example.com/team/cvops.git"
-    assert not leaks(json.dumps(version.tags)) and not leaks(version.description or "")
+    record = read_record(client, version)
+    assert record["cvops.git_remote"] == "https://user:***@git.example.com/team/cvops.git"
+    assert not leaks(json.dumps(record)) and not leaks(version.description or "")
     card = Path(client.download_artifacts(candidate.run_id, "model_card/v1.md", str(repo)))
     assert not leaks(card.read_text())
     for argv in (["lineage", TASK], ["lineage", f"models:/{MODEL}@champion", "--json"], ["history", TASK]):

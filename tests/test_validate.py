@@ -48,9 +48,24 @@ def test_clean_dataset_passes_with_docs_and_mlflow_run(workspace, task):
     docs = paths.validation.parent / "data_docs"
     assert (docs / "index.html").exists()
     assert sorted(p.name for p in (docs / "validations").iterdir()) == [f"{task}_{t}" for t in ("annotations", "images", "stats")]
+    assert_offline_data_docs(docs)
     (run,) = validate_runs(task)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "data_docs")}
     assert "data_docs/index.html" in artifacts and run.data.tags["contract"] == "passed"
+
+
+def assert_offline_data_docs(docs: Path) -> None:
+    """No page loads a script, stylesheet or image from the internet; what they load from the
+    vendored copies exists (tests/test_pipeline.py opens them with the network blocked)."""
+    from components.runtime.offline_html import CDN, local_references, remote_references
+
+    pages = list(docs.rglob("*.html"))
+    assert len(pages) == 7, pages  # the index, 3 suites, 3 validation results
+    for page in pages:
+        html = page.read_text()
+        assert remote_references(html) == [], f"{page} loads from the internet"
+        vendored = [r for r in local_references(html) if "static/vendor/" in r]
+        assert len(vendored) == len(set(CDN.values())) and all((page.parent / r).is_file() for r in vendored), (page, vendored)
 
 
 def test_broken_dataset_exits_3_with_the_report(workspace, capsys):

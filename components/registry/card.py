@@ -59,7 +59,7 @@ def gate_section(verdict: Verdict) -> str:
 
 def lineage_section(c: Candidate) -> str:
     rows = "\n".join(f"| {k.removeprefix('cvops.')} | `{v}` |" for k, v in sorted(c.tags.items()) if v)
-    return f"## Lineage\n\nAlso the version's tags; `cvops lineage models:/{c.name}/<version>` turns them into commands.\n\n| what | value |\n|---|---|\n{rows}\n"
+    return f"## Lineage\n\nAlso the version's record (`registry/v<N>.json` in its run); `cvops lineage models:/{c.name}/<version>` turns it into commands.\n\n| what | value |\n|---|---|\n{rows}\n"
 
 
 def sections(c: Candidate, version: str, verdict: Verdict) -> list[str]:

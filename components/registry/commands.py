@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 
 from components.config import ConfigError, Params
 from components.registry.audit import format_history, history
+from components.registry.record import read_record
 from components.registry.rollback import rollback
 from components.runtime import tracking
 
@@ -36,11 +37,11 @@ def history_command(params: Params, task: str, as_json: bool = False) -> str:
 
 
 def gate_tables(client: MlflowClient, name: str, entries: list[dict]) -> list[str]:
-    """Each registered version's gate table (gate.gate_table, kept as its version tag)."""
+    """Each registered version's gate table (gate.gate_table, kept in its record)."""
     versions = dict.fromkeys(e["to"] for e in entries if e["what"] == "register")
     tables = []
     for v in versions:
-        tags = client.get_model_version(name, v).tags
+        tags = read_record(client, client.get_model_version(name, v))
         if "cvops.gate.table" in tags:
             tables.append(f"v{v} gate: {tags.get('cvops.gate.reason', '')}\n{tags['cvops.gate.table']}")
     return tables

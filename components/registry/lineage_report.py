@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from components.config import ConfigError
 from components.paths import StagePaths
 from components.registry.lineage import git
+from components.registry.record import read_record
 from components.runtime.redact import redact
 
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
@@ -85,7 +86,7 @@ def results_commit(task: str, name: str, version: str, run_id: str) -> tuple[str
 def describe(client: MlflowClient, uri: str, tracking_uri: str, prefix: str = "cvops-") -> dict[str, Any]:
     """Everything `cvops lineage` shows, as one JSON-able dict."""
     mv = resolve(client, uri, tracking_uri, prefix)
-    tags = mv.tags
+    tags = read_record(client, mv)
     task, run_id = tags.get("cvops.task", ""), tags.get("cvops.mlflow_run_id") or mv.run_id
     try:
         run = client.get_run(run_id)

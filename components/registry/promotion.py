@@ -36,10 +36,11 @@ from components.registry.gate import (
     evaluate_gate,
     gate_table,
 )
+from components.registry.record import filter_tags, read_record, write_record
 from components.tasks import TASKS
 
 ChampionEvaluator = Callable[[str], Baseline]  # version -> its evaluation on the same test data
-EVALUATION_TAG = "cvops.evaluation.key"  # the key its stored evaluation was measured under
+EVALUATION_TAG = "cvops.evaluation.key"  # the key its stored evaluation was measured under (in its record)
 EVALUATION_ARTIFACT = "gate/evaluation.json"  # that evaluation (metrics.json), in its run
 
 
@@ -64,13 +65,17 @@ def load_uri(uri: str):
 
 def stored_evaluation(client: MlflowClient, name: str, version: str, key: str) -> dict[str, float] | None:
     """The version's evaluation as stored at its promotion, if measured under `key`."""
-    mv = client.get_model_version(name, version)
-    if not key or mv.tags.get(EVALUATION_TAG) != key:
+    if not key or stored_key(client, name, version) != key:
         return None
+    mv = client.get_model_version(name, version)
     try:
         return json.loads(Path(client.download_artifacts(mv.run_id, EVALUATION_ARTIFACT, tempfile.mkdtemp())).read_text())
     except (MlflowException, OSError, ValueError):
         return None
+
+
+def stored_key(client: MlflowClient, name: str, version: str) -> str:
+    return read_record(client, client.get_model_version(name, version)).get(EVALUATION_TAG, "")
 
 
 def champion_evaluator(params: Params, task: str, c: Candidate, key: str) -> ChampionEvaluator:
@@ -97,7 +102,7 @@ def champion_evaluator(params: Params, task: str, c: Candidate, key: str) -> Cha
             source = f"stored evaluation reused (same test data, evaluate params and code: key {key})"
         else:
             metrics = suite.run_suite(params, task, model, data)["metrics"]
-            source = f"re-evaluated by the full suite on this test data (stored key {client.get_model_version(c.name, version).tags.get(EVALUATION_TAG) or 'none'} != {key or 'none'})"
+            source = f"re-evaluated by the full suite on this test data (stored key {stored_key(client, c.name, version) or 'none'} != {key or 'none'})"
         if not candidate_preds:
             candidate_preds.append(suite.split_predictions(load_uri(c.model_uri)[0], data, cfg.train.batch_size))
         (preds, targets), (champion_preds, _) = candidate_preds[0], suite.split_predictions(model, data, cfg.train.batch_size)
@@ -113,22 +118,22 @@ def _verdict(gate: GateConfig, c: Candidate, champion: str | None, evaluate: Cha
 
 
 def _tag_verdict(client: MlflowClient, c: Candidate, version: str, verdict: Verdict) -> None:
-    client.set_model_version_tag(c.name, version, "cvops.gate.passed", str(verdict.passed).lower())
-    client.set_model_version_tag(c.name, version, "cvops.gate.reason", verdict.reason)
-    client.set_model_version_tag(c.name, version, "cvops.gate.baseline_version", verdict.champion or "")
-    client.set_model_version_tag(c.name, version, "cvops.gate.checks", json.dumps(verdict.as_dict()["checks"]))
-    client.set_model_version_tag(c.name, version, "cvops.gate.champion_source", verdict.champion_source)
-    client.set_model_version_tag(c.name, version, "cvops.servable", ",".join(verdict.servable))
-    client.set_model_version_tag(c.name, version, "cvops.gate.table", gate_table(verdict.as_dict())[:4900])  # tag values: 5000 chars
+    """The verdict into the version's record (passed and servable also as tags)."""
+    write_record(client, c.name, version, {
+        "cvops.gate.passed": str(verdict.passed).lower(), "cvops.gate.reason": verdict.reason,
+        "cvops.gate.baseline_version": verdict.champion or "", "cvops.gate.checks": json.dumps(verdict.as_dict()["checks"]),
+        "cvops.gate.champion_source": verdict.champion_source, "cvops.servable": ",".join(verdict.servable),
+        "cvops.gate.table": gate_table(verdict.as_dict())})
     card, description = model_card(c, version, verdict)
     client.update_model_version(c.name, version, description=description)  # the card cut to the registry's limit
     client.log_text(c.run_id, card, f"model_card/v{version}.md")
 
 
 def store_evaluation(client: MlflowClient, c: Candidate, version: str, key: str) -> None:
-    """Keep the candidate's evaluation with its version, so that as champion it is reused."""
+    """Keep the candidate's evaluation with its version, so that as champion it is reused;
+    its lineage and the evaluation's key go into the version's record."""
     client.log_text(c.run_id, json.dumps(c.metrics, indent=2, sort_keys=True), EVALUATION_ARTIFACT)
-    client.set_model_version_tag(c.name, version, EVALUATION_TAG, key)
+    write_record(client, c.name, version, {**c.tags, EVALUATION_TAG: key})
 
 
 def promote(client: MlflowClient, tracking_uri: str, gate: GateConfig, c: Candidate,
@@ -140,7 +145,7 @@ def promote(client: MlflowClient, tracking_uri: str, gate: GateConfig, c: Candid
     while True:
         with registry_lock(tracking_uri):
             if version is None:
-                version = str(mlflow.register_model(c.model_uri, c.name, tags=c.tags).version)
+                version = str(mlflow.register_model(c.model_uri, c.name, tags=filter_tags(c.tags)).version)
                 store_evaluation(client, c, version, evaluation_key)
             current = alias_version(client, c.name, CHAMPION)
             if current == against:  # compare-and-set: the verdict is against today's champion
