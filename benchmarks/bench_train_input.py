@@ -9,7 +9,7 @@ collate; no model), over several epochs.
   webdataset  the previous pipeline, kept here as the reference: read_webdataset + a collate
               that json.loads each row's record and normalises image by image
 
-Every process's CPU is counted (the driver and the local Ray cluster's). Epoch 1 pays the
+Every process's CPU is counted (the driver and the local Ray cluster's, exited ones too: TreeCPU). Epoch 1 pays the
 start of the Ray worker that runs the read tasks (imports); a training run pays it once, so the
 later epochs are the steady state. torch runs one thread, as a Ray Train worker with 1 CPU does
 (Ray sets OMP_NUM_THREADS to the worker's CPUs; --threads to change).
@@ -20,6 +20,7 @@ later epochs are the steady state. torch runs one thread, as a Ray Train worker 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -67,14 +68,62 @@ def _webdataset_epoch(sharded: Path, batches, seed: int) -> int:
         batch_size=64, collate_fn=collate, local_shuffle_buffer_size=SHUFFLE_BUFFER, local_shuffle_seed=0))
 
 
+class TreeCPU:
+    """CPU seconds of this process and every descendant, including those that exited since:
+    Ray starts and reaps worker processes during an epoch, and a sum over the live ones only
+    (bench_scale's `_tree_cpu`) drops an exited worker's CPU (it even went negative). A
+    thread samples every descendant's CPU time 10 times a second and keeps each pid's last
+    figure, so an exited process loses at most its last 0.1 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            with self.lock:
+                self.seen[process.pid] = times.user + times.system
+                if process.pid not in self.names:
+                    with contextlib.suppress(psutil.Error):
+                        self.names[process.pid] = process.name()
+
+    def _loop(self) -> None:
+        while True:
+            self._sample()
+            time.sleep(0.1)
+
+    def top(self, before: dict[int, float], n: int = 4) -> list[str]:
+        """The n processes that used the most CPU since `before` (a copy of `seen`): where it went."""
+        with self.lock:
+            spent = {pid: cpu - before.get(pid, 0.0) for pid, cpu in self.seen.items()}
+        best = sorted(spent, key=spent.get, reverse=True)[:n]
+        return [f"{self.names.get(pid, pid)}{' (new)' if pid not in before else ''}: {spent[pid]:.1f}" for pid in best]
+
+    def __call__(self) -> float:
+        self._sample()
+        with self.lock:
+            return sum(self.seen.values())
+
+
 def run(variant: str, work: Path, size: int, epochs: int, threads: int) -> list[dict]:
     import torch
-    from bench_scale import _tree_cpu
 
     from components.data.datamodule import CVDataModule, dataset_classes
     from components.tasks import get_task
 
     torch.set_num_threads(threads)
+    _tree_cpu = TreeCPU()
     spec, sharded = get_task(TASK), work / "sharded"
     if variant == "loader":
         loader = CVDataModule(work / "loose", spec, size, 64, ["hflip"]).train_dataloader()
@@ -106,11 +155,13 @@ def run(variant: str, work: Path, size: int, epochs: int, threads: int) -> list[
         time.sleep(3)  # the cluster's own start settles (its CPU is not the input's)
     out = []
     for e in range(1, epochs + 1):
-        start, cpu = time.perf_counter(), _tree_cpu()
+        start, cpu, driver = time.perf_counter(), _tree_cpu(), time.process_time()
+        before = dict(_tree_cpu.seen)
         images = epoch()
-        seconds, cpu_s = time.perf_counter() - start, _tree_cpu() - cpu
+        seconds, cpu_s, driver = time.perf_counter() - start, _tree_cpu() - cpu, time.process_time() - driver
         out.append({"variant": variant, "size": size, "epoch": e, "images": images, "seconds": round(seconds, 2),
-                    "cpu_all_s": round(cpu_s, 2), "images_per_cpu_s": round(images / cpu_s)})
+                    "cpu_all_s": round(cpu_s, 2), "driver_cpu_s": round(driver, 2), "images_per_cpu_s": round(images / cpu_s),
+                    "top_cpu": _tree_cpu.top(before)})
     return out
 
 
