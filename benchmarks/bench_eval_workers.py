@@ -12,7 +12,6 @@ starts it) apart from the suite. Checks every run gives the in-process metrics.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_train_input import TreeCPU  # noqa: E402
 
 
 def measure(task: str, data_dir: Path, workers: int, threads: int) -> dict:
@@ -34,6 +36,7 @@ def measure(task: str, data_dir: Path, workers: int, threads: int) -> dict:
     from components.tasks import get_task
 
     torch.set_num_threads(threads)
+    _tree_cpu = TreeCPU()  # every process's CPU, the Ray actors' too (the suite kills them before it returns)
     params = load_params(ROOT / "params.yaml")
     cfg, spec = params.task(task), get_task(task)
     params.tasks[task] = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"workers": workers})})
@@ -46,21 +49,12 @@ def measure(task: str, data_dir: Path, workers: int, threads: int) -> dict:
         ray_cluster.connect(params)  # the suite then reuses this cluster
         ray_s = time.perf_counter() - start
     start, cpu, tree = time.perf_counter(), time.process_time(), _tree_cpu()
+    before = dict(_tree_cpu.seen)
     out = suite.run_suite(params, task, model, data)
+    top = _tree_cpu.top(before, 5)
     return {"task": task, "workers": workers, "test_images": len(out["samples"]), "ray_start_s": round(ray_s, 1),
             "suite_s": round(time.perf_counter() - start, 1), "driver_cpu_s": round(time.process_time() - cpu, 1),
-            "all_cpu_s": round(_tree_cpu() - tree, 1), "metrics": out["metrics"]}
-
-
-def _tree_cpu() -> float:
-    """CPU seconds of this process and its live descendants (the local Ray cluster and its actors)."""
-    import psutil
-
-    total = 0.0
-    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += sum(process.cpu_times()[:2])
-    return total
+            "all_cpu_s": round(_tree_cpu() - tree, 1), "top_cpu": top, "metrics": out["metrics"]}
 
 
 def main() -> None:

@@ -3,8 +3,8 @@ needs `data.storage: shards`), instead of each worker's DataLoader (`train.input
 default: loose files, or shards read by offset).
 
 The driver hands TorchTrainer one Ray Dataset per split it streams (`train_datasets`: the
-train shards, read as raw WebDataset bytes, files shuffled with `FileShuffleConfig(seed)`,
-reseeded each execution, i.e. each epoch). Ray Train splits it across the workers
+train shards, read by `ShardSamples`, files shuffled with `FileShuffleConfig(seed)`, reseeded
+each execution, i.e. each epoch). Ray Train splits it across the workers
 (`streaming_split(equal=True)`: every DDP rank gets the same row count, so no rank waits on a
 missing batch). On each worker `RayTrainBatches` is the train dataloader Lightning iterates:
 each pass is one epoch of `iter_torch_batches` with a local shuffle buffer seeded by
@@ -12,6 +12,16 @@ each pass is one epoch of `iter_torch_batches` with a local shuffle buffer seede
 Decoding, targets and augmentations run in `collate`, through the same `ImageDataset` code
 the loose loader uses (a batch's members stand in for the files). Validation keeps the
 map-style loader, which reads a sharded dataset by offset (components/data/shards.py).
+
+**Where the CPU went, and what this does instead** (issue 18, benchmarks/bench_train_input.py):
+`read_webdataset` parses each tar in Python and yields one single-row pandas block per sample
+(~0.2 ms of CPU per image, a third of a 32 px image's whole decode and transform), and collate
+then ran `json.loads` per row. `ShardSamples` cuts a shard by the member offsets of the
+Parquet index instead (components/training/shard_samples.py: one sequential read, a slice
+per member, a pyarrow block per 512 samples); rows carry only the image path and the member bytes, and collate looks the record
+up in the split's records (no JSON per row). Collate also converts and normalises the stacked
+batch once (`ToDtype` + `Normalize` are elementwise, so the result is the same tensor)
+instead of once per image.
 
 **Read tasks take no CPU** (`num_cpus=0`): they only cut tar files into rows of bytes; the
 decode is in `collate`, on the Train worker, which holds its CPU. A read task asking for a CPU
@@ -21,28 +31,31 @@ could never be placed on a cluster whose CPUs the Train workers hold (2 workers 
 
 from __future__ import annotations
 
-import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torchvision.transforms import v2
 
 from components.data import shards
 from components.data.datamodule import ImageDataset, build_transform
 from components.tasks.base import TaskSpec
 
 SHUFFLE_BUFFER = 1024  # rows: a local shuffle on top of the file shuffle; memory ~ 1024 small images
-META = ("__key__", "__url__", "json")
 
 
 def train_datasets(data_root: str, seed: int) -> dict[str, Any]:
     """{"train": Ray Dataset of the train shards}, for TorchTrainer(datasets=...)."""
-    import ray
+    import ray  # ray.data and the datasource: imported only when streaming
     from ray.data import FileShuffleConfig
 
+    from components.training.shard_samples import ShardSamples
+
     paths = shards.shard_paths(data_root, "train")
-    return {"train": ray.data.read_webdataset(paths, decoder=None, shuffle=FileShuffleConfig(seed=seed), num_cpus=0)}
+    source = ShardSamples(paths, str(Path(data_root).resolve() / shards.INDEX), shuffle=FileShuffleConfig(seed=seed))
+    return {"train": ray.data.read_datasource(source, num_cpus=0)}
 
 
 def dataset_config():
@@ -52,19 +65,34 @@ def dataset_config():
     return DataConfig(datasets_to_split=["train"])
 
 
+def split_transform(transform: v2.Compose) -> tuple[v2.Compose, v2.Compose]:
+    """(per-image steps, batch steps): `ToDtype` and `Normalize` lifted out of the per-image
+    pipeline, to run once on the stacked uint8 batch. Elementwise, so the same numbers; the
+    steps after them (the task's target clean-up) never read pixel values."""
+    batch = [t for t in transform.transforms if isinstance(t, v2.ToDtype | v2.Normalize)]
+    return v2.Compose([t for t in transform.transforms if t not in batch]), v2.Compose(batch)
+
+
 class RayTrainBatches:
     """The train dataloader of a worker: iterating it runs one epoch of its dataset shard."""
 
     def __init__(self, spec: TaskSpec, classes: list[str], image_size: int, augment: list[str], batch_size: int,
-                 seed: int, train_rows: int) -> None:
+                 seed: int, records: list[dict[str, Any]]) -> None:
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.shard = ray.train.get_dataset_shard("train")
-        self.spec, self.classes, self.batch_size, self.seed, self.epoch = spec, classes, batch_size, seed, 0
-        self.transform = build_transform(spec, image_size, augment)
-        self.rows = train_rows // self.world  # equal split: the remainder is dropped
+        self.setup(spec, classes, image_size, augment, records)
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.rows = len(self.records) // self.world  # equal split: the remainder is dropped
+
+    def setup(self, spec: TaskSpec, classes: list[str], image_size: int, augment: list[str],
+              records: list[dict[str, Any]]) -> None:
+        """What collate needs (also outside a Train run: the benchmark)."""
+        self.spec, self.classes = spec, classes
+        self.records = {r["path"]: r for r in records if r["split"] == "train"}
+        self.per_image, self.per_batch = split_transform(build_transform(spec, image_size, augment))
 
     def __len__(self) -> int:  # Lightning's step estimate (the LR schedule) needs it
         return math.ceil(self.rows / self.batch_size)
@@ -78,15 +106,15 @@ class RayTrainBatches:
         )
 
     def collate(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, Any]:
-        records = [json.loads(raw) for raw in batch["json"]]
+        records = [self.records[path] for path in batch["path"]]
         files: dict[str, bytes] = {}
-        for member in (c for c in batch if c not in META):
-            field = member.split(".", 1)[0]
-            for record, data in zip(records, batch[member], strict=True):
+        for field in (c for c in batch if c != "path"):
+            for record, data in zip(records, batch[field], strict=True):
                 if data is not None:
                     files[record["path"] if field == "image" else record[field]] = data
-        dataset = ImageDataset(shards.MemberRoot(files), records, self.spec, self.classes, self.transform)
-        return self.spec.collate([dataset[i] for i in range(len(dataset))])
+        dataset = ImageDataset(shards.MemberRoot(files), records, self.spec, self.classes, self.per_image)
+        images, targets = self.spec.collate([dataset[i] for i in range(len(dataset))])
+        return self.per_batch(images), targets
 
 
 def streams(config: dict[str, Any]) -> bool:
@@ -105,9 +133,8 @@ def fit_loaders(data: Any, config: dict[str, Any]) -> dict[str, Any]:
     train batches and the map-style val loader (Ray Data input)."""
     if not streams(config):
         return {"datamodule": data}
-    train_rows = sum(r["split"] == "train" for r in data.records)
     batches = RayTrainBatches(data.spec, data.classes, config["image_size"], config["train"]["augment"],
-                              config["train"]["batch_size"], config["seed"], train_rows)
+                              config["train"]["batch_size"], config["seed"], data.records)
     if batches.rank == 0:
         print(f"train input: Ray Data dataset shards, {batches.rows} rows per worker x {batches.world}", flush=True)
     return {"train_dataloaders": batches, "val_dataloaders": data.val_dataloader()}
