@@ -8,10 +8,7 @@ Each phase runs in its own subprocess so its peak RSS (ru_maxrss of that child) 
   validate   the data contract (GX, as the validate stage runs it on generated data) over the
              Ray Data manifest
   stats      the contract's dataset-level statistics as Ray Data streamed aggregates
-  input_*    one epoch of training input: bare DataLoader over the loose files vs
-             Ray Data iter_torch_batches over the shards (decode + transform, no model), and
-             Ray Data's rows of bytes alone (input_ray_bytes); images per CPU-second of every
-             process involved (the driver and the local Ray cluster's)
+(Training input per core, DataLoader vs Ray Data: benchmarks/bench_train_input.py.)
   dvc        `dvc add` / `dvc status` / `dvc push` (local remote) of the loose vs sharded folder
 
     .venv/bin/python benchmarks/bench_scale.py --images 10000 [--phases generate,shard,...]
@@ -30,22 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "classification"
-
-
-def _tree_cpu() -> float:
-    """CPU seconds of this process and every live descendant (the local Ray cluster's GCS,
-    raylet and workers are children of the driver that started it)."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
 
 
 def phase(name: str, work: Path, images: int) -> dict:
@@ -67,7 +48,7 @@ def phase(name: str, work: Path, images: int) -> dict:
         shutil.copytree(loose, sharded)
         start = time.perf_counter()
         extra["shards"] = shards.write_shards(sharded, spec, 16.0)
-    elif name in ("ray_data", "input_ray", "input_ray_bytes", "stats"):
+    elif name in ("ray_data", "stats"):
         import ray
 
         from components.config import load_params
@@ -75,7 +56,7 @@ def phase(name: str, work: Path, images: int) -> dict:
 
         ray_cluster.connect(load_params(ROOT / "params.yaml"))  # as the stages start it (retries a slow raylet)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        start, tree = time.perf_counter(), _tree_cpu()
+        start = time.perf_counter()
         if name == "ray_data":
             from components.data import ray_data
 
@@ -85,8 +66,6 @@ def phase(name: str, work: Path, images: int) -> dict:
             from components.data import ray_data
 
             extra["stats_images"] = ray_data.contract_stats(sharded, spec)["images"]
-        else:
-            extra["images"] = _ray_epoch(sharded, spec, decode=name == "input_ray")
     elif name == "validate":
         from components.config import ContractConfig
         from components.stages.validate import validate_dataset
@@ -95,41 +74,12 @@ def phase(name: str, work: Path, images: int) -> dict:
         extra["rss_after_imports_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         _, summary = validate_dataset(sharded, work / "ray_manifest.csv", spec, ContractConfig(near_duplicate_distance=None))
         extra.update(passed=summary["success"], rules=summary["rules"])
-    elif name == "input_loader":
-        from components.data.datamodule import CVDataModule
-
-        loader = CVDataModule(loose, spec, 32, 64, ["hflip"]).train_dataloader()
-        start, tree = time.perf_counter(), _tree_cpu()
-        extra["images"] = sum(len(batch[0]) for batch in loader)
     elif name == "dvc":
         extra.update(_dvc(work))
     seconds = time.perf_counter() - start
     out = {"phase": name, "images": images, "seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu, 2),
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}
-    if "images" in extra and name.startswith("input"):
-        cpu_all = _tree_cpu() - tree  # every process of the input: the driver and, for Ray, its workers
-        out.update(images_per_s=round(extra["images"] / seconds), cpu_all_s=round(cpu_all, 2),
-                   images_per_cpu_s=round(extra["images"] / cpu_all))
     return out
-
-
-def _ray_epoch(sharded: Path, spec, decode: bool = True) -> int:
-    """One epoch as a Ray Train worker sees it: the train shards as training reads them
-    (ray_input.train_datasets), streamed, shuffled, collated by RayTrainBatches.collate (decode,
-    transform), outside a Train run (one consumer). decode False: the rows' bytes only (what
-    Ray Data itself costs)."""
-    from components.data.datamodule import build_transform, dataset_classes
-    from components.training.ray_input import SHUFFLE_BUFFER, RayTrainBatches, train_datasets
-
-    batches = RayTrainBatches.__new__(RayTrainBatches)  # its collate, without a Train context
-    batches.spec, batches.classes = spec, dataset_classes(sharded, spec, spec.read_records(sharded))
-    batches.transform = build_transform(spec, 32, ["hflip"])
-    ds = train_datasets(str(sharded), 0)["train"]
-    if not decode:
-        return sum(len(b["json"]) for b in ds.iter_batches(batch_size=64, batch_format="numpy",
-                                                           local_shuffle_buffer_size=SHUFFLE_BUFFER, local_shuffle_seed=0))
-    return sum(len(b[0]) for b in ds.iter_torch_batches(batch_size=64, collate_fn=batches.collate,
-                                                          local_shuffle_buffer_size=SHUFFLE_BUFFER, local_shuffle_seed=0))
 
 
 def _dvc(work: Path) -> dict:
@@ -155,7 +105,7 @@ def _dvc(work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--phases", default="generate,manifest,shard,ray_data,stats,validate,input_loader,input_ray,input_ray_bytes,dvc")
+    parser.add_argument("--phases", default="generate,manifest,shard,ray_data,stats,validate,dvc")
     parser.add_argument("--work", default="/tmp/cvops-bench-scale")
     parser.add_argument("--child", default=None)
     args = parser.parse_args()

@@ -17,11 +17,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from components.data import shards
-from components.data.images import load_rgb
+from components.data.images import MEAN, STD, load_rgb
 from components.data.letterbox import Letterbox
 from components.tasks.base import TaskSpec
-
-MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # images are normalised to [-1, 1]
 
 AUGMENTATIONS = {
     "hflip": lambda: v2.RandomHorizontalFlip(),

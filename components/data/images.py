@@ -25,6 +25,7 @@ HIGH_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 SUPPORTED = sorted(DIRECT | HIGH_BIT | {"LAB"})
 ORIENTATION = 0x0112  # EXIF tag; values 5..8 swap width and height
 SWAPS = {5, 6, 7, 8}
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the models see pixels normalised to [-1, 1] (datamodule, predictions)
 
 
 class ImageError(ValueError):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from components.data.batch import concat, take, to_device  # noqa: F401  (re-exported)
-from components.data.datamodule import MEAN, STD
+from components.data.images import MEAN, STD
 from components.tasks.base import TaskSpec
 
 Sample = tuple[torch.Tensor, Any]  # (image [3, H, W] normalised to [-1, 1], target)

@@ -59,7 +59,8 @@ def connect(params: Params) -> tuple[bool, bool]:
             for attempt in range(1, START_ATTEMPTS + 1):
                 before = _children()
                 try:
-                    ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, _node_ip_address=LOOPBACK)
+                    ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, _node_ip_address=LOOPBACK,
+                             _system_config=LOCAL_SYSTEM_CONFIG)
                     break
                 except Exception as exc:  # Ray waits a fixed 30 s for its raylet: too short on a loaded machine
                     ray.shutdown()
@@ -106,6 +107,10 @@ def stop_processes(processes, timeout: float) -> None:
 # Ray gives its raylet a fixed 30 s to register; a niced stage on a machine loaded by others
 # (load 15-20 on 2 cores, measured) can miss it twice in a row
 START_ATTEMPTS = 3
+# Ray reaps a worker idle for 1 s: the Ray Data read tasks (num_cpus=0, beyond the soft limit)
+# then cost a fresh worker (~2 CPU-s) 2-4 times an epoch; a stage's cluster lives only as long
+# as the stage, so keep them (training input at 128 px: 231 -> 671 images per CPU-s, RESULTS.md)
+LOCAL_SYSTEM_CONFIG = {"kill_idle_workers_interval_ms": 0}
 
 
 def _loopback_only() -> None:
