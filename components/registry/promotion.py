@@ -15,10 +15,8 @@ gets a paired bootstrap over both models' predictions on the same test images.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -37,6 +35,7 @@ from components.registry.gate import (
     gate_table,
 )
 from components.registry.record import filter_tags, read_record, write_record
+from components.runtime import tracking
 from components.tasks import TASKS
 
 ChampionEvaluator = Callable[[str], Baseline]  # version -> its evaluation on the same test data
@@ -69,7 +68,7 @@ def stored_evaluation(client: MlflowClient, name: str, version: str, key: str) -
         return None
     mv = client.get_model_version(name, version)
     try:
-        return json.loads(Path(client.download_artifacts(mv.run_id, EVALUATION_ARTIFACT, tempfile.mkdtemp())).read_text())
+        return json.loads(tracking.read_artifact_text(client, mv.run_id, EVALUATION_ARTIFACT))
     except (MlflowException, OSError, ValueError):
         return None
 

@@ -11,12 +11,12 @@ record existed (every field a tag) read the same way.
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+
+from components.runtime.tracking import read_artifact_text
 
 RECORD_TAG = "cvops.record"
 # kept as tags: the verdict (rollback reads it), the servable formats (predict reads them),
@@ -38,7 +38,7 @@ def read_record(client: MlflowClient, mv: ModelVersion) -> dict[str, str]:
     stored: dict[str, str] = {}
     if path := mv.tags.get(RECORD_TAG):
         try:
-            stored = json.loads(Path(client.download_artifacts(mv.run_id, path, tempfile.mkdtemp())).read_text())
+            stored = json.loads(read_artifact_text(client, mv.run_id, path))
         except (MlflowException, OSError, ValueError) as exc:
             print(f"cvops: {mv.name} v{mv.version}: its record {path} is unreadable ({exc}); showing its tags only")
     return {**stored, **mv.tags}

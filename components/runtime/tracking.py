@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -115,3 +116,9 @@ def training_run(params: Params, run_info: Path) -> str:
             f"(dvc repro --force train@{task})"
         ) from None
     return run_id
+
+
+def read_artifact_text(client: mlflow.MlflowClient, run_id: str, path: str) -> str:
+    """A run's text artifact, downloaded into a temporary folder that is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="cvops-artifact-") as folder:
+        return Path(client.download_artifacts(run_id, path, folder)).read_text()

@@ -115,21 +115,23 @@ def load_predictor(name: str, alias: str, runtime: str = "torch"):
     from components.serving.onnx_runtime import load_exported
     from components.serving.pyfunc import _images
 
-    try:
-        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
-        run_id, servable = version.run_id, version.tags.get("cvops.servable")
-        if servable is not None and f"onnx-{RUNTIMES[runtime]}" not in servable.split(","):  # the gate's names
-            raise ConfigError(f"{name}@{alias} (version {version.version}): {runtime} is not servable, its export "
-                              f"failed the gate's artifact rules (servable: {servable}; `cvops history` shows why); "
-                              "use --runtime torch or one of those")
-        export_dir = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="export", dst_path=tempfile.mkdtemp())
-    except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"{name}@{alias} has no exported ONNX model ({exc.message.splitlines()[0]}): "
-                          "run the export stage (dvc repro export@<task>) and promote again, or use --runtime torch") from None
-    try:
-        model, meta = load_exported(export_dir, RUNTIMES[runtime])
-    except FileNotFoundError as exc:  # e.g. INT8 was switched off (tasks.<task>.export.int8)
-        raise ConfigError(f"{name}@{alias}: {exc}; use --runtime onnx (FP32) or torch") from None
+    # the session holds the model in memory once created: the download is removed afterwards
+    with tempfile.TemporaryDirectory(prefix="cvops-export-") as scratch:
+        try:
+            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+            run_id, servable = version.run_id, version.tags.get("cvops.servable")
+            if servable is not None and f"onnx-{RUNTIMES[runtime]}" not in servable.split(","):  # the gate's names
+                raise ConfigError(f"{name}@{alias} (version {version.version}): {runtime} is not servable, its export "
+                                  f"failed the gate's artifact rules (servable: {servable}; `cvops history` shows why); "
+                                  "use --runtime torch or one of those")
+            export_dir = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="export", dst_path=scratch)
+        except mlflow.exceptions.MlflowException as exc:
+            raise ConfigError(f"{name}@{alias} has no exported ONNX model ({exc.message.splitlines()[0]}): "
+                              "run the export stage (dvc repro export@<task>) and promote again, or use --runtime torch") from None
+        try:
+            model, meta = load_exported(export_dir, RUNTIMES[runtime])
+        except FileNotFoundError as exc:  # e.g. INT8 was switched off (tasks.<task>.export.int8)
+            raise ConfigError(f"{name}@{alias}: {exc}; use --runtime onnx (FP32) or torch") from None
     return (lambda frame: predict_images(model, meta, _images(frame))), meta["classes"]
 
 
