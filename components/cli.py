@@ -241,7 +241,8 @@ def _configured_ports(params_file: str = "params.yaml") -> tuple[int, int]:
         import yaml
 
         with open(params_file) as f:
-            servers = (yaml.safe_load(f) or {}).get("servers") or {}
+            # libyaml when present, as config.SAFE_LOADER (not imported: pydantic is not free)
+            servers = (yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("servers") or {}
         return int(servers.get("prefect_port", 4200)), int(servers.get("mlflow_port", 5000))
     except Exception:  # missing or invalid: the command itself reports it properly
         return 4200, 5000

@@ -430,12 +430,17 @@ def parse_params(raw: dict[str, Any], source: str = PARAMS_FILE) -> Params:
     return params
 
 
+# libyaml's safe loader where PyYAML has it: the same documents, ~10x faster than the pure-Python one
+# (0.25 s of every small command's 3.6 s went to reading params.yaml)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run cvops from the repository root (where dvc.yaml is)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=SAFE_LOADER) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
