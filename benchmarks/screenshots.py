@@ -217,55 +217,55 @@ def task_runs(base: str, flow_run_id: str) -> dict[str, dict]:
 def shoot_prefect(base: str, tasks: list[str], shots: Path) -> dict:
     """The newest pipeline flow run (a task per stage, Skipped / Rejected states) and each
     task's promote task run (the gate's verdict in its log)."""
-    from playwright.sync_api import sync_playwright
-
     run = latest_flow_run(base)
     if run is None:
         return {"flow_run": "none finished yet: `make demo` first"}
     shots.mkdir(parents=True, exist_ok=True)
+    with browser_page() as page:
+        seen = {"flow_run": prefect_flow_run_page(page, base, run["id"], shots, "latest")}
+        by_name = task_runs(base, run["id"])
+        for task in tasks:
+            if promote := by_name.get(f"promote@{task}"):
+                found = prefect_task_run_page(page, base, promote["id"], shots, f"promote-{task}")
+                seen[f"promote@{task}"] = found["state"]
+    return seen
+
+
+@contextmanager
+def browser_page():
+    """A page of headless Debian Chromium (1400 px wide, 90 s timeouts), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(90_000)
         try:
-            seen = {"flow_run": prefect_flow_run_page(page, base, run["id"], shots, "latest")}
-            by_name = task_runs(base, run["id"])
-            for task in tasks:
-                if promote := by_name.get(f"promote@{task}"):
-                    found = prefect_task_run_page(page, base, promote["id"], shots, f"promote-{task}")
-                    seen[f"promote@{task}"] = found["state"]
+            yield page
         finally:
             browser.close()
-    return seen
 
 
 def shoot(base: str, tasks: list[str], shots: Path, params) -> dict:
     from mlflow import MlflowClient
-    from playwright.sync_api import sync_playwright
 
     from components.runtime import tracking
 
     client, seen = MlflowClient(base), {}
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(90_000)
-        try:
-            open_mlflow(page, base)
-            for task in tasks:
-                experiment = client.get_experiment_by_name(tracking.experiment_name(params, task))
-                model = tracking.model_name(params, task)
-                champion = client.get_model_version_by_alias(model, "champion")
-                seen[task] = {
-                    "runs": runs_page(page, base, experiment.experiment_id, shots, task),
-                    "run": run_page(page, base, experiment.experiment_id, champion.run_id, shots, task),
-                    "model": model_page(page, base, model, shots, task),
-                    "version": version_page(page, base, model, str(champion.version), shots, task),
-                    "card": card_page(page, Path("reports", task, "card", "model_card.html"), shots, task),
-                }
-        finally:
-            browser.close()
+    with browser_page() as page:
+        open_mlflow(page, base)
+        for task in tasks:
+            experiment = client.get_experiment_by_name(tracking.experiment_name(params, task))
+            model = tracking.model_name(params, task)
+            champion = client.get_model_version_by_alias(model, "champion")
+            seen[task] = {
+                "runs": runs_page(page, base, experiment.experiment_id, shots, task),
+                "run": run_page(page, base, experiment.experiment_id, champion.run_id, shots, task),
+                "model": model_page(page, base, model, shots, task),
+                "version": version_page(page, base, model, str(champion.version), shots, task),
+                "card": card_page(page, Path("reports", task, "card", "model_card.html"), shots, task),
+            }
     return seen
 
 
