@@ -166,3 +166,32 @@ def test_built_in_splits_keep_near_duplicates_together_for_the_leakage_rule(tmp_
     assert leaks(plain, distance) > 0 and leaks(kept, distance) == 0
     splits = [r["split"] for r in csv.DictReader((kept / "labels.csv").open())]
     assert abs(splits.count("train") / len(splits) - 0.7) < 0.02
+
+
+@pytest.mark.parametrize("distance", [0, 1, 2, 5, 9])
+def test_the_near_duplicate_index_finds_exactly_the_pairs_all_pairs_find(distance):
+    """The pigeonhole index (what keeps 10^6 images tractable) against the all-pairs
+    reference, on hashes built the way real data clusters: exact copies, pictures a few bits
+    apart, and spread ones."""
+    from components.data.near_duplicates import close_pairs, clusters, twins_across
+
+    rng = np.random.default_rng(distance)
+    centres = rng.integers(0, 2**63, size=60, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=60, dtype=np.uint64)
+    flips = np.zeros(600, dtype=np.uint64)
+    for row, count in enumerate(rng.integers(0, 8, size=600)):
+        for bit in rng.choice(64, size=count, replace=False):
+            flips[row] |= np.uint64(1) << np.uint64(bit)
+    bits = np.concatenate([np.repeat(centres, 10) ^ flips, rng.integers(0, 2**63, size=200, dtype=np.uint64)])
+    rng.shuffle(bits)
+    near = np.bitwise_count(bits[:, None] ^ bits[None, :]) <= distance
+    expected = {(i, j) for i, j in zip(*np.nonzero(np.triu(near, 1)), strict=True)}
+    found = [(i, j) for a, b in close_pairs(bits, distance) for i, j in zip(a.tolist(), b.tolist(), strict=True)]
+    assert len(found) == len(set(found)) and set(found) == expected and expected  # each pair once, none missed
+
+    splits = rng.choice(np.array(["train", "val", "test"]), size=len(bits))
+    across = near & (splits[:, None] != splits[None, :])
+    assert np.array_equal(twins_across(bits, splits, distance), np.where(across.any(axis=1), np.argmax(across, axis=1), -1))
+    groups = clusters(bits.tolist(), distance)
+    assert sorted(i for g in groups for i in g) == list(range(len(bits)))
+    label = {i: k for k, g in enumerate(groups) for i in g}
+    assert all(label[i] == label[j] for i, j in expected)  # every close pair shares a cluster

@@ -23,6 +23,7 @@ import pandas as pd
 from components.config import ContractConfig, Params
 from components.data.contract_rules import INDEX, SPLITS, Rule, build_rules, stats_table
 from components.data.manifest import annotations_path
+from components.data.near_duplicates import twins_across
 from components.errors import DataContractError
 from components.paths import StagePaths, write_metrics
 from components.runtime.offline_html import localize_data_docs
@@ -32,22 +33,18 @@ from components.tasks.base import TaskSpec
 DOCS_SITE = "contract"
 
 
-def near_duplicates(frame: pd.DataFrame, distance: int, chunk: int = 512) -> pd.Series:
+def near_duplicates(frame: pd.DataFrame, distance: int) -> pd.Series:
     """Per image, the path of an image in another split whose perceptual hash is within
-    `distance` bits ("" when none): the same picture re-encoded, resized or recompressed.
-    All pairs, in chunks (hand-written: numpy's popcount over a [chunk, N] XOR keeps memory
-    at chunk x N x 8 bytes; 20,000 images take seconds)."""
+    `distance` bits ("" when none): the same picture re-encoded, resized or recompressed
+    (the lowest-listed such image; pairs from the index in data/near_duplicates.py)."""
     found = pd.Series("", index=frame.index, dtype=object)
     hashed = frame[frame["phash"].str.fullmatch(r"[0-9a-f]{16}")]
     if len(hashed) < 2:
         return found
     bits = np.array([int(h, 16) for h in hashed["phash"]], dtype=np.uint64)
-    splits, paths = hashed["split"].to_numpy(), hashed["path"].to_numpy()
-    for start in range(0, len(bits), chunk):
-        near = np.bitwise_count(bits[start : start + chunk, None] ^ bits[None, :]) <= distance
-        near &= splits[start : start + chunk, None] != splits[None, :]
-        for i in np.flatnonzero(near.any(axis=1)):
-            found.loc[hashed.index[start + i]] = paths[int(np.argmax(near[i]))]
+    twin = twins_across(bits, hashed["split"].to_numpy(), distance)
+    has = twin >= 0
+    found.loc[hashed.index[has]] = hashed["path"].to_numpy()[twin[has]]
     return found
 
 
