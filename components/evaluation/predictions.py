@@ -37,6 +37,24 @@ def to_model(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - _MEAN.view(shape).to(pixels)) / _STD.view(shape).to(pixels)
 
 
+def _nhwc_input(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+                 for a in args)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """The model with its weights, and each 4-D image batch it is given, channels-last (NHWC):
+    oneDNN's CPU convolutions run NHWC, so NCHW costs a layout change per layer. Measured on
+    the U-Net, 2 threads, batch 32 at 64 px: forward 2.2-3.8x, input gradient (the attacks)
+    1.7x faster; NHWC weights with NCHW input make gradients slower, hence the hook. A
+    detector's transform batches the images itself: weights only (~1.05x). In place, once."""
+    if not getattr(model, "_cvops_channels_last", False):
+        model.to(memory_format=torch.channels_last)
+        model.register_forward_pre_hook(_nhwc_input)  # a module-level function: pickles to Ray actors
+        model._cvops_channels_last = True
+    return model
+
+
 def batches(spec: TaskSpec, samples: Sequence[Sample], batch_size: int) -> Iterator[tuple[torch.Tensor, Any]]:
     """Collate samples into (images [B, 3, H, W], targets) batches in order."""
     for start in range(0, len(samples), batch_size):

@@ -23,7 +23,13 @@ from components.config import Params
 from components.data.datamodule import CVDataModule
 from components.evaluation import adversarial, corruptions, distributed, fairness, plots
 from components.evaluation.explain import explanation_grid
-from components.evaluation.predictions import concat, monitor_value, predict_all, take
+from components.evaluation.predictions import (
+    channels_last,
+    concat,
+    monitor_value,
+    predict_all,
+    take,
+)
 from components.paths import StagePaths
 from components.runtime import tracking
 from components.tasks import get_task
@@ -69,6 +75,7 @@ def run_suite(params: Params, task: str, model, data: CVDataModule) -> dict[str,
     subsample's clean metric reuse the kept per-image predictions."""
     cfg, spec, ev = params.task(task), data.spec, params.task(task).evaluate
     model.eval()  # predictions in eval mode; attacks switch modes themselves and restore this
+    channels_last(model)
     test = data.dataset("test")
     samples, groups = [test[i] for i in range(len(test))], [r["group"] for r in test.records]
     bs, classes = cfg.train.batch_size, data.classes
