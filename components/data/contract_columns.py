@@ -122,17 +122,23 @@ def scan(manifest: Path, rows: int, near_distance: int | None) -> DatasetColumns
         bits.append(numbers)
         counts.update(chunk["split"].value_counts().to_dict())
         groups.update(chunk.groupby(["split", "group"]).size().to_dict())
-    path_hash, sha, is_hashed, split, is_readable = (np.concatenate(a) for a in (paths, shas, hashed, splits, readable))
-    del paths, shas
+    # joined one at a time, each list freed at once: the peak is ~2 arrays, not 2 copies of all
+    path_hash = np.concatenate(paths)
+    del paths[:]
     n = len(path_hash)
     columns = DatasetColumns(path_copies=group_sizes(path_hash), split_copies=np.ones(n, dtype=np.int32),
                              hash_splits=np.ones(n, dtype=np.int32), twin=np.full(n, -1, dtype=np.int64),
                              splits=counts, groups=groups)
     del path_hash
-    both = is_hashed & is_readable
-    columns.split_copies[both] = group_sizes(split[both], sha[both])
+    split, is_hashed = np.concatenate(splits), np.concatenate(hashed)
+    del splits[:], hashed[:]
+    sha = np.concatenate(shas)
+    del shas[:]
     columns.hash_splits[is_hashed] = distinct_per_group(sha[is_hashed], split[is_hashed])
-    del sha
+    both = is_hashed & np.concatenate(readable)
+    del readable[:], is_hashed
+    columns.split_copies[both] = group_sizes(split[both], sha[both])
+    del sha, both
     if near_distance is not None:
         rows_hashed = np.flatnonzero(np.concatenate(valid))
         if len(rows_hashed) >= 2:

@@ -19,6 +19,7 @@ hashes of the distinct failed rows and files, so the counts stay exact.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import sys
@@ -179,6 +180,10 @@ class Contract:
         if trimmed:  # the stored copy (Data Docs' source) without the full lists: bounded per chunk
             (key,) = [k for k in store.list_keys() if k not in before]
             store.set(key, result)
+        del result, failed
+        # a GX run leaves reference cycles holding its metrics (chunk-long Series); Python's full
+        # collection waits for 25 % more long-lived objects, rare in a process that imported a lot
+        gc.collect()
 
     def _tally(self, rule: Rule, examples: list[dict[str, Any]]) -> None:
         lines = [e.pop("line", 0) for e in examples]  # the row's place, not part of what failed
