@@ -185,13 +185,13 @@ def _contract(root: Path, rows: int, docs: Path | None = None) -> tuple[dict, st
 
 
 def test_a_contract_in_chunks_finds_what_one_chunk_finds(small, tmp_path):
-    """Every pair a table-wide rule compares lies in different chunks of 10 rows: a path
+    """Every pair a table-wide rule compares lies in different chunks of 14 rows: a path
     listed twice, the same bytes in two splits, a near-duplicate pair across splits; plus
     row-level failures in images and annotations. Rules, counts and examples are those of one
-    chunk, and Data Docs hold one result per chunk, offline."""
+    chunk."""
     root = shutil.copytree(small, tmp_path / "ds")
 
-    rows, pairs = 10, []
+    rows, pairs = 14, []
 
     def images(t):
         train, test, val = (t.index[t["split"] == s] for s in ("train", "test", "val"))
@@ -206,26 +206,28 @@ def test_a_contract_in_chunks_finds_what_one_chunk_finds(small, tmp_path):
     _edit_csv(root / "annotations.csv", lambda t: t.assign(label=t["label"].where(~t.index.isin([0, 39]), "hexagon")))
     assert all(a // rows != b // rows for a, b in pairs)
     whole, whole_text, _ = _contract(root, rows=1000)
-    chunked, chunked_text, _ = _contract(root, rows=rows, docs=tmp_path / "docs")
+    chunked, chunked_text, _ = _contract(root, rows=rows)
     assert set(whole["failures"]) == {"unique paths", "no duplicate images in a split", "no images shared between splits",
                                       "no near-duplicates across splits", "width in bounds", "labels in the class list"}, whole_text
     assert whole["failures"]["unique paths"] == 1 and whole["failures"]["no images shared between splits"] == 2
     assert chunked == whole and chunked_text == whole_text
     assert "- unique paths: 1 rows; e.g. ['images/00002.png']" in whole_text
-    results = [p for p in (tmp_path / "docs" / "validations" / "classification_images").rglob("*.html")]
-    assert len(results) == 5  # 41 rows, 10 at a time
-    from components.runtime.offline_html import remote_references
-
-    assert all(remote_references(p.read_text()) == [] for p in (tmp_path / "docs").rglob("*.html"))
 
 
 def test_counts_stay_exact_beyond_the_examples_kept(small, tmp_path):
+    """Every image fails one rule: the counts are exact though only EXAMPLES rows are kept
+    (and GX's stored results are cut); Data Docs hold one result per chunk, offline."""
+    from components.runtime.offline_html import remote_references
     from components.stages.validate import EXAMPLES
 
     root = shutil.copytree(small, tmp_path / "ds")
     _edit_csv(root / "manifest.csv", lambda t: t.assign(width="5000"))
-    summary, text, rules = _contract(root, rows=25)  # 25 failures in the first chunk: GX's stored lists cut
+    summary, text, rules = _contract(root, rows=25, docs=tmp_path / "docs")  # 25 failures in the first chunk
     assert summary["failures"] == {"width in bounds": 40}
     assert "- width in bounds: 40 rows; e.g. ['images/00000.png', 'images/00001.png', 'images/00002.png']" in text
     (rule,) = [r for r in rules if r.failures]
     assert len(rule.failures) == EXAMPLES < 40
+    for table in ("images", "annotations"):
+        results = list((tmp_path / "docs" / "validations" / f"classification_{table}").rglob("*.html"))
+        assert sorted(p.parts[-3] for p in results) == ["lines-2-26", "lines-27-41"]  # run names: the CSV lines
+    assert all(remote_references(p.read_text()) == [] for p in (tmp_path / "docs").rglob("*.html"))
