@@ -135,10 +135,11 @@ def scan(manifest: Path, rows: int, near_distance: int | None) -> DatasetColumns
     sha = np.concatenate(shas)
     del shas[:]
     columns.hash_splits[is_hashed] = distinct_per_group(sha[is_hashed], split[is_hashed])
-    both = is_hashed & np.concatenate(readable)
-    del readable[:], is_hashed
-    columns.split_copies[both] = group_sizes(split[both], sha[both])
-    del sha, both
+    del is_hashed
+    readable_rows = np.concatenate(readable)  # as the rule always read: readable rows, by (split, sha256)
+    del readable[:]
+    columns.split_copies[readable_rows] = group_sizes(split[readable_rows], sha[readable_rows])
+    del sha, readable_rows
     if near_distance is not None:
         rows_hashed = np.flatnonzero(np.concatenate(valid))
         if len(rows_hashed) >= 2:
