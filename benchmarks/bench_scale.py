@@ -5,8 +5,9 @@ Each phase runs in its own subprocess so its peak RSS (ru_maxrss of that child) 
   manifest   the loose manifest (components/data/manifest.py, a thread pool in one process)
   shard      shards.write_shards (tar shards + Parquet index)
   ray_data   the manifest through Ray Data map_batches over the shards (local Ray, 2 CPUs)
-  validate   the data contract (GX, as the validate stage runs it on generated data) over the
-             Ray Data manifest
+  validate   the data contract (GX, as the validate stage runs it on generated data; near-duplicates
+             at the default 2 bits) over the Ray Data manifest, in chunks of validate.ROWS rows
+             (BENCH_VALIDATE_ROWS=... to try another size)
   stats      the contract's dataset-level statistics as Ray Data streamed aggregates
 (Training input per core, DataLoader vs Ray Data: benchmarks/bench_train_input.py.)
   dvc        `dvc add` / `dvc status` / `dvc push` (local remote) of the loose vs sharded folder
@@ -67,13 +68,16 @@ def phase(name: str, work: Path, images: int) -> dict:
 
             extra["stats_images"] = ray_data.contract_stats(sharded, spec)["images"]
     elif name == "validate":
-        from components.config import ContractConfig
-        from components.stages.validate import validate_dataset
+        import os
 
+        from components.config import ContractConfig
+        from components.stages.validate import ROWS, validate_dataset
+
+        rows = int(os.environ.get("BENCH_VALIDATE_ROWS", ROWS))  # the chunk size (validate.ROWS unless set)
         start = time.perf_counter()  # after the imports (GX, pandas): the contract's own cost
         extra["rss_after_imports_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        _, summary = validate_dataset(sharded, work / "ray_manifest.csv", spec, ContractConfig(near_duplicate_distance=None))
-        extra.update(passed=summary["success"], rules=summary["rules"])
+        _, summary = validate_dataset(sharded, work / "ray_manifest.csv", spec, ContractConfig(), rows=rows)  # near-duplicates at 2 bits
+        extra.update(passed=summary["success"], rules=summary["rules"], rows_per_chunk=rows, failures=summary["failures"])
     elif name == "dvc":
         extra.update(_dvc(work))
     seconds = time.perf_counter() - start

@@ -4,9 +4,11 @@ Docs and an MLflow run; a broken one exits 3 with the report, and `dvc repro` st
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from components import cli
@@ -151,3 +153,81 @@ def test_prefect_flow_stops_at_a_failed_contract(tmp_path, prefect_api, monkeypa
         state.result()
     assert info.value.returncode == 3 and "validate@classification" in str(info.value)
     assert not (ws / "models").exists()
+
+
+# ---- the contract in chunks (issue 18): what spans chunks is still caught, counted exactly
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """40 shapes with their manifests (classification)."""
+    from components.data import shapes
+    from components.data.manifest import write_manifest
+    from components.tasks import get_task
+
+    root = shapes.generate(tmp_path_factory.mktemp("small") / "shapes", shapes.ShapesConfig(num_images=40, image_size=16, seed=3))
+    write_manifest(root, get_task("classification"), root / "manifest.csv", workers=2)
+    return root
+
+
+def _edit_csv(path: Path, change) -> None:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = change(table)
+    table.to_csv(path, index=False)
+
+
+def _contract(root: Path, rows: int, docs: Path | None = None) -> tuple[dict, str, list]:
+    from components.config import ContractConfig
+    from components.stages.validate import report, validate_dataset
+    from components.tasks import get_task
+
+    cfg = ContractConfig(min_group_images=0)  # 40 scenes need not hold both groups in every split
+    rules, summary = validate_dataset(root, root / "manifest.csv", get_task("classification"), cfg, docs, rows=rows)
+    return summary, report(rules, root / "manifest.csv"), rules
+
+
+def test_a_contract_in_chunks_finds_what_one_chunk_finds(small, tmp_path):
+    """Every pair a table-wide rule compares lies in different chunks of 14 rows: a path
+    listed twice, the same bytes in two splits, a near-duplicate pair across splits; plus
+    row-level failures in images and annotations. Rules, counts and examples are those of one
+    chunk."""
+    root = shutil.copytree(small, tmp_path / "ds")
+
+    rows, pairs = 14, []
+
+    def images(t):
+        train, test, val = (t.index[t["split"] == s] for s in ("train", "test", "val"))
+        t.loc[train[-1], "sha256"] = t.loc[test[0], "sha256"]  # the same bytes in train and test
+        flipped = int(t.loc[train[0], "phash"], 16) ^ 1
+        t.loc[val[-1], "phash"] = f"{flipped:016x}"  # one bit from a train picture
+        t.loc[[1, 38], "width"] = "5000"
+        pairs.extend([(2, len(t)), (train[-1], test[0]), (train[0], val[-1])])
+        return pd.concat([t, t.iloc[[2]]])  # images/00002.png listed again, at the end
+
+    _edit_csv(root / "manifest.csv", images)
+    _edit_csv(root / "annotations.csv", lambda t: t.assign(label=t["label"].where(~t.index.isin([0, 39]), "hexagon")))
+    assert all(a // rows != b // rows for a, b in pairs)
+    whole, whole_text, _ = _contract(root, rows=1000)
+    chunked, chunked_text, _ = _contract(root, rows=rows)
+    assert set(whole["failures"]) == {"unique paths", "no duplicate images in a split", "no images shared between splits",
+                                      "no near-duplicates across splits", "width in bounds", "labels in the class list"}, whole_text
+    assert whole["failures"]["unique paths"] == 1 and whole["failures"]["no images shared between splits"] == 2
+    assert chunked == whole and chunked_text == whole_text
+    assert "- unique paths: 1 rows; e.g. ['images/00002.png']" in whole_text
+
+
+def test_counts_stay_exact_beyond_the_examples_kept(small, tmp_path):
+    """Every image fails one rule: the counts are exact though only EXAMPLES rows are kept
+    (and GX's stored results are cut); Data Docs hold one result per chunk, offline."""
+    from components.runtime.offline_html import remote_references
+    from components.stages.validate import EXAMPLES
+
+    root = shutil.copytree(small, tmp_path / "ds")
+    _edit_csv(root / "manifest.csv", lambda t: t.assign(width="5000"))
+    summary, text, rules = _contract(root, rows=25, docs=tmp_path / "docs")  # 25 failures in the first chunk
+    assert summary["failures"] == {"width in bounds": 40}
+    assert "- width in bounds: 40 rows; e.g. ['images/00000.png', 'images/00001.png', 'images/00002.png']" in text
+    (rule,) = [r for r in rules if r.failures]
+    assert len(rule.failures) == EXAMPLES < 40
+    for table in ("images", "annotations"):
+        results = list((tmp_path / "docs" / "validations" / f"classification_{table}").rglob("*.html"))
+        assert sorted(p.parts[-3] for p in results) == ["lines-2-26", "lines-27-41"]  # run names: the CSV lines
+    assert all(remote_references(p.read_text()) == [] for p in (tmp_path / "docs").rglob("*.html"))

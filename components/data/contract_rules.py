@@ -3,7 +3,7 @@ params.yaml's `tasks.<task>.contract` (components/config.py ContractConfig).
 
 - images: manifest.csv, one row per image (components/data/manifest.py);
 - annotations: annotations.csv, one row per label, box, mask or mask value;
-- stats: one row per split, per declared class, per class in train, per (split, group) and
+- stats: the number of images, one row per split, per declared class, per class in train, per (split, group) and
   whether the classes are declared, from `stats_table`.
 
 Every rule has a name (what the report and `contract.skip` use) and the fix a person needs.
@@ -11,6 +11,8 @@ Every rule has a name (what the report and `contract.skip` use) and the fix a pe
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,13 +29,18 @@ MASK_OK = 'kind=="mask" and file_readable==True and image_readable==True'
 
 @dataclass
 class Rule:
-    """One named rule: one or more expectations on one table, and the fix."""
+    """One named rule: one or more expectations on one table, and the fix. After a check:
+    `failures`, the first few failed rows (GX's unexpected rows: the table's INDEX column and
+    the checked ones), `rows`, how many distinct such rows failed, and `keys`, how many
+    distinct INDEX values (files, stats keys) they name."""
 
     name: str
     table: str
     expectations: list[Any]
     fix: str
     failures: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+    keys: int = 0
 
 
 def _where(condition: str) -> dict[str, str]:
@@ -63,18 +70,20 @@ def image_rules(cfg: ContractConfig) -> list[Rule]:
          f"resize images to {size}"),
         ("annotated", [E.ExpectColumnValuesToBeBetween(column="annotations", min_value=cfg.min_annotations)],
          f"add the missing annotations (at least {cfg.min_annotations} per image: contract.min_annotations)"),
-        ("unique paths", [E.ExpectColumnValuesToBeUnique(column="path")],
+        # the table-wide rules as row-level ones over dataset-wide columns (data/contract_columns.py),
+        # so that a manifest is checked chunk by chunk
+        ("unique paths", [E.ExpectColumnValuesToBeBetween(column="path_copies", max_value=1)],
          "list each image once in the annotations"),
-        ("no duplicate images in a split", [E.ExpectCompoundColumnsToBeUnique(column_list=["split", "sha256"], **_where(READABLE))],
+        ("no duplicate images in a split", [E.ExpectColumnValuesToBeBetween(column="split_copies", max_value=1, **_where(READABLE))],
          "remove the copies: identical images in one split over-weight those samples"),
         ("no images shared between splits", [E.ExpectColumnValuesToBeBetween(column="hash_splits", max_value=1)],
          "keep each image (same bytes) in one split only: shared images leak test data into training"),
         ("no near-duplicates across splits", [E.ExpectColumnValuesToBeInSet(column="near_duplicate", value_set=[""])],
          f"keep each picture in one split only, whatever its encoding or size (perceptual hash within "
          f"{cfg.near_duplicate_distance} bits, contract.near_duplicate_distance; validation.json names each twin)"),
-        ("enough images", [E.ExpectTableRowCountToBeBetween(min_value=cfg.min_images)],
-         f"provide at least {cfg.min_images} images (contract.min_images)"),
-    ]]
+    ]] + [Rule("enough images", "stats",  # a count over all chunks: a stats row, listed with the image rules
+               [E.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_images, **_where('stat=="images"'))],
+               f"provide at least {cfg.min_images} images (contract.min_images)")]
 
 
 def annotation_rules(cfg: ContractConfig, classes: list[str] | None, mask_values: list[int] | None) -> list[Rule]:
@@ -138,25 +147,28 @@ def stats_rules(cfg: ContractConfig) -> list[Rule]:
     ]]
 
 
-def stats_table(images: pd.DataFrame, labels: pd.DataFrame, classes: list[str], declared: bool = True) -> pd.DataFrame:
-    """Rows (stat, key, count, fraction): per split (of images), per class (of the class
-    labels given: columns split, label; one per label/box/mask value), per class in train,
-    per split/group (0 when absent), and one `declared` row (count 0 when a set that needs a
-    class list has none)."""
-    rows, n = [], max(len(images), 1)
-    for split in SPLITS:
-        count = int((images["split"] == split).sum())
-        rows.append(("split", split, count, count / n))
-    counts = labels["label"].value_counts()
-    total = max(sum(int(counts.get(c, 0)) for c in classes), 1)
-    rows += [("class", c, int(counts.get(c, 0)), int(counts.get(c, 0)) / total) for c in classes]
-    train = labels.loc[labels["split"] == "train", "label"].value_counts()
-    rows += [("train class", c, int(train.get(c, 0)), int(train.get(c, 0)) / total) for c in classes]
-    for group in sorted(set(images["group"]) - {""}):  # "" = no sensitive attribute
+def stats_table(images: int, splits: Mapping[str, int], groups: Mapping[tuple[str, str], int],
+                labels: Mapping[tuple[str, str], int], classes: list[str], declared: bool = True) -> pd.DataFrame:
+    """Rows (stat, key, count, fraction) from counts accumulated over the manifests' chunks
+    (images; images per split and per (split, group); class labels per (split, label): one
+    per label, box or mask value): the number of images, per split, per class (of `classes`),
+    per class in train, per split/group (0 when absent), and one `declared` row (count 0 when
+    a set that needs a class list has none)."""
+    rows = [("images", "all images", int(images), 1.0)]
+    n = max(images, 1)
+    rows += [("split", split, int(splits.get(split, 0)), splits.get(split, 0) / n) for split in SPLITS]
+    per_class, in_train = Counter(), Counter()
+    for (split, label), count in labels.items():
+        per_class[label] += count
+        if split == "train":
+            in_train[label] += count
+    total = max(sum(per_class[c] for c in classes), 1)
+    rows += [("class", c, int(per_class[c]), per_class[c] / total) for c in classes]
+    rows += [("train class", c, int(in_train[c]), in_train[c] / total) for c in classes]
+    for group in sorted({g for _, g in groups} - {""}):  # "" = no sensitive attribute
         for split in SPLITS:
-            in_split = images["split"] == split
-            count = int((in_split & (images["group"] == group)).sum())
-            rows.append(("group", f"{split}/{group}", count, count / max(int(in_split.sum()), 1)))
+            count = int(groups.get((split, group), 0))
+            rows.append(("group", f"{split}/{group}", count, count / max(int(splits.get(split, 0)), 1)))
     rows.append(("declared", "classes", int(declared), 1.0))
     return pd.DataFrame(rows, columns=["stat", "key", "count", "fraction"])
 
