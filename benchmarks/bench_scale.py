@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,8 +47,10 @@ def phase(name: str, work: Path, images: int) -> dict:
         manifest.write_manifest(loose, spec, work / "loose_manifest.csv")
     elif name == "shard":
         shutil.rmtree(sharded, ignore_errors=True)
-        shutil.copytree(loose, sharded)
-        start = time.perf_counter()
+        # the images hard-linked, not copied (10^6 copies took minutes; write_shards reads them
+        # and unlinks its links, the loose ones stay); the small metadata files copied
+        shutil.copytree(loose, sharded, copy_function=_link_images)
+        start, cpu = time.perf_counter(), time.process_time()
         extra["shards"] = shards.write_shards(sharded, spec, 16.0)
     elif name in ("ray_data", "stats"):
         import ray
@@ -77,9 +81,55 @@ def phase(name: str, work: Path, images: int) -> dict:
     elif name == "dvc":
         extra.update(_dvc(work))
     seconds = time.perf_counter() - start
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # generate's worker processes (Ray's are not children)
+    if workers.ru_maxrss:
+        extra.update(workers_cpu_s=round(workers.ru_utime + workers.ru_stime, 2),
+                     largest_worker_peak_rss_mib=round(workers.ru_maxrss / 1024))
     out = {"phase": name, "images": images, "seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu, 2),
-           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}
+           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra,
+           "commit": _commit(), "loadavg": os.getloadavg()}
     return out
+
+
+def _link_images(src: str, dst: str) -> None:
+    if src.endswith(".png"):
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def _commit() -> str:
+    run = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return run.stdout.strip()
+
+
+def _progress(name: str, work: Path) -> str:
+    """How far a long phase has got, from what it has written so far (cheap to look at)."""
+    if name == "generate" and (work / "loose" / "images").is_dir():
+        return f"{sum(1 for _ in os.scandir(work / 'loose' / 'images'))} images written"
+    if name == "shard" and (work / "sharded" / "shards").is_dir():
+        return f"{sum(p.stat().st_size for p in (work / 'sharded' / 'shards').iterdir()) / 1e6:.0f} MB of shards"
+    if name == "ray_data" and (work / "ray_manifest.csv").exists():
+        return f"{(work / 'ray_manifest.csv').stat().st_size / 1e6:.1f} MB of manifest"
+    return ""
+
+
+def _watch(name: str, child: subprocess.Popen, work: Path, every: float) -> None:
+    """A progress line every `every` seconds while a phase runs (a 10^6 run takes a while):
+    wall, the phase process's CPU-s and peak RSS so far (/proc), the load, and _progress."""
+    start = time.perf_counter()
+    while child.poll() is None:
+        time.sleep(min(every, 5.0))
+        if child.poll() is None and (time.perf_counter() - start) // every != (time.perf_counter() - start - 5.0) // every:
+            try:
+                stat = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+                hwm = next(line.split()[1] for line in Path(f"/proc/{child.pid}/status").read_text().splitlines()
+                           if line.startswith("VmHWM"))
+            except (OSError, StopIteration, IndexError):
+                continue
+            print(f"# {name}: {time.perf_counter() - start:.0f} s, cpu {cpu:.0f} s, peak rss {int(hwm) // 1024} MiB, "
+                  f"load {os.getloadavg()[0]:.1f}, {_progress(name, work)}", flush=True)
 
 
 def _dvc(work: Path) -> dict:
@@ -108,16 +158,23 @@ def main() -> None:
     parser.add_argument("--phases", default="generate,manifest,shard,ray_data,stats,validate,dvc")
     parser.add_argument("--work", default="/tmp/cvops-bench-scale")
     parser.add_argument("--child", default=None)
+    parser.add_argument("--progress-every", type=float, default=0, help="seconds between progress lines (0: none)")
     args = parser.parse_args()
     work = Path(args.work)
     if args.child:
         print(json.dumps(phase(args.child, work, args.images)))
         return
     for name in args.phases.split(","):
-        result = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--work", str(work), "--child", name],
-                                capture_output=True, text=True)
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        print(lines[-1] if lines else f"{name} failed:\n{result.stderr[-3000:]}", flush=True)
+        with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+            child = subprocess.Popen([sys.executable, __file__, "--images", str(args.images), "--work", str(work),
+                                      "--child", name], stdout=stdout, stderr=stderr, text=True)
+            if args.progress_every:
+                _watch(name, child, work, args.progress_every)
+            child.wait()
+            stdout.seek(0)
+            stderr.seek(0)
+            lines = [line for line in stdout.read().splitlines() if line.startswith("{")]
+            print(lines[-1] if lines else f"{name} failed:\n{stderr.read()[-3000:]}", flush=True)
 
 
 if __name__ == "__main__":
