@@ -81,10 +81,11 @@ def phase(name: str, work: Path, images: int) -> dict:
     elif name == "dvc":
         extra.update(_dvc(work))
     seconds = time.perf_counter() - start
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # generate's worker processes (Ray's are not children)
-    if workers.ru_maxrss:
-        extra.update(workers_cpu_s=round(workers.ru_utime + workers.ru_stime, 2),
-                     largest_worker_peak_rss_mib=round(workers.ru_maxrss / 1024))
+    # generate's worker processes, once reaped (their ru_maxrss is not theirs: a fork-exec
+    # child's high-water mark includes the parent's pages; the watcher samples the tree instead)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if workers.ru_utime:
+        extra["workers_cpu_s"] = round(workers.ru_utime + workers.ru_stime, 2)
     out = {"phase": name, "images": images, "seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu, 2),
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra,
            "commit": _commit(), "loadavg": os.getloadavg()}
@@ -114,22 +115,44 @@ def _progress(name: str, work: Path) -> str:
     return ""
 
 
-def _watch(name: str, child: subprocess.Popen, work: Path, every: float) -> None:
-    """A progress line every `every` seconds while a phase runs (a 10^6 run takes a while):
-    wall, the phase process's CPU-s and peak RSS so far (/proc), the load, and _progress."""
-    start = time.perf_counter()
+def _tree(pid: int) -> list[int]:
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
+            pids += [int(c) for c in task.read_text().split()]
+        i += 1
+    return pids
+
+
+def _rss_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def _watch(name: str, child: subprocess.Popen, work: Path, every: float) -> int:
+    """Sample the phase's process tree (it and its descendants: generate's workers, the Ray
+    cluster a Ray phase starts) every 2 s until it ends; returns the largest total RSS seen
+    (MiB). With `every`, a progress line every `every` seconds (a 10^6 run takes a while):
+    wall, the phase process's CPU-s, the tree's RSS now and at most, the load, _progress."""
+    start, peak, printed = time.perf_counter(), 0, 0.0
     while child.poll() is None:
-        time.sleep(min(every, 5.0))
-        if child.poll() is None and (time.perf_counter() - start) // every != (time.perf_counter() - start - 5.0) // every:
-            try:
+        time.sleep(2.0)
+        try:
+            rss = 0
+            for pid in _tree(child.pid):
+                rss += _rss_mib(pid)
+            peak = max(peak, rss)
+            if every and time.perf_counter() - printed >= every:
+                printed = time.perf_counter()
                 stat = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-                hwm = next(line.split()[1] for line in Path(f"/proc/{child.pid}/status").read_text().splitlines()
-                           if line.startswith("VmHWM"))
-            except (OSError, StopIteration, IndexError):
-                continue
-            print(f"# {name}: {time.perf_counter() - start:.0f} s, cpu {cpu:.0f} s, peak rss {int(hwm) // 1024} MiB, "
-                  f"load {os.getloadavg()[0]:.1f}, {_progress(name, work)}", flush=True)
+                print(f"# {name}: {printed - start:.0f} s, cpu {cpu:.0f} s (phase process), tree rss {rss} MiB "
+                      f"(peak {peak}), load {os.getloadavg()[0]:.1f}, {_progress(name, work)}", flush=True)
+        except (OSError, ValueError, IndexError):  # a process ended while being read
+            continue
+    return peak
 
 
 def _dvc(work: Path) -> dict:
@@ -168,13 +191,15 @@ def main() -> None:
         with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
             child = subprocess.Popen([sys.executable, __file__, "--images", str(args.images), "--work", str(work),
                                       "--child", name], stdout=stdout, stderr=stderr, text=True)
-            if args.progress_every:
-                _watch(name, child, work, args.progress_every)
+            peak = _watch(name, child, work, args.progress_every)
             child.wait()
             stdout.seek(0)
             stderr.seek(0)
             lines = [line for line in stdout.read().splitlines() if line.startswith("{")]
-            print(lines[-1] if lines else f"{name} failed:\n{stderr.read()[-3000:]}", flush=True)
+            if lines:
+                print(json.dumps({**json.loads(lines[-1]), "tree_peak_rss_mib_sampled": peak}), flush=True)
+            else:
+                print(f"{name} failed:\n{stderr.read()[-3000:]}", flush=True)
 
 
 if __name__ == "__main__":
