@@ -160,8 +160,9 @@ def _write_chunk(out_dir: Path, cfg: ShapesConfig, indices: range) -> list[tuple
 def _render_all(out_dir: Path, cfg: ShapesConfig, workers: int) -> Iterator[tuple[int, str]]:
     """Every scene's (phash, spool line), in index order, with a bounded number of chunks in
     flight. Drawing is mostly Python under the GIL (threads ran ~1 core), so a large dataset
-    renders in worker processes (spawned: the caller may hold threads); a small one in
-    threads, where starting processes would cost more than it saves."""
+    renders in worker processes (spawned: the caller may hold threads; so a script that
+    calls generate for that many needs the `if __name__ == "__main__":` guard, as the CLI
+    has); a small one in threads, where starting processes would cost more than it saves."""
     n = cfg.num_images
     if n >= PROCESS_MIN_IMAGES and (cores := min(workers, len(os.sched_getaffinity(0)))) > 1:
         pool = ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
