@@ -29,6 +29,16 @@ def test_same_seed_same_bytes(tmp_path, small_cfg):
     assert a == b
 
 
+@pytest.mark.slow  # spawns two interpreters: ~3-7 s
+def test_worker_processes_write_the_same_bytes_as_threads(tmp_path, small_cfg, monkeypatch):
+    """A large dataset renders in spawned processes, a few chunks in flight, spooled in order:
+    forced here on 40 images in chunks of 7, the bytes equal the threaded run's."""
+    threads = tree_digest(shapes.generate(tmp_path / "threads", small_cfg))
+    monkeypatch.setattr(shapes, "PROCESS_MIN_IMAGES", 0)
+    monkeypatch.setattr(shapes, "CHUNK", 7)
+    assert tree_digest(shapes.generate(tmp_path / "processes", small_cfg)) == threads
+
+
 def test_different_seed_different_images(tmp_path, small_cfg):
     a = tree_digest(shapes.generate(tmp_path / "a", small_cfg))
     other = shapes.ShapesConfig(**{**small_cfg.__dict__, "seed": 8})

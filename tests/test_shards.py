@@ -37,8 +37,6 @@ def test_same_dataset_gives_byte_identical_shards(tmp_path: Path) -> None:
 def test_index_streamed_in_row_groups_is_the_same_table_with_exact_offsets(tmp_path: Path, monkeypatch) -> None:
     """write_shards writes the index a row group at a time and takes the offsets while writing:
     the same rows as one group, deterministic, each offset where tarfile finds the member's data."""
-    import tarfile
-
     import pyarrow.parquet as pq
 
     whole = _sharded(tmp_path / "whole")
@@ -47,12 +45,45 @@ def test_index_streamed_in_row_groups_is_the_same_table_with_exact_offsets(tmp_p
     assert pq.ParquetFile(a / shards.INDEX).metadata.num_row_groups > 1
     assert pq.read_table(a / shards.INDEX).equals(pq.read_table(whole / shards.INDEX))
     assert (a / shards.INDEX).read_bytes() == (b / shards.INDEX).read_bytes()
+    _assert_offsets_where_tarfile_finds_the_data(a)
+
+
+def _assert_offsets_where_tarfile_finds_the_data(root: Path) -> None:
+    import tarfile
+
+    import pyarrow.parquet as pq
+
     found = {}
-    for path in shards.shard_paths(a):
+    for path in shards.shard_paths(root):
         with tarfile.open(path) as tar:
             found |= {(Path(path).name, info.name): info.offset_data for info in tar}
-    rows = pq.read_table(a / shards.INDEX).to_pylist()
+    rows = pq.read_table(root / shards.INDEX).to_pylist()
     assert [r["offset"] for r in rows] == [found[(r["shard"], f"{r['key']}.{r['member']}")] for r in rows]
+
+
+def test_offsets_are_exact_for_names_whose_tar_headers_are_longer(tmp_path: Path) -> None:
+    """A member name over 100 characters or not ASCII goes in a PAX record; at ~480 characters
+    (nested folders) `<key>.image.png` needs a PAX block more than `<key>.json`: the sample's
+    headers differ in length, so write_shards rebuilds them to place the data (for headers of
+    one length it divides)."""
+    import tarfile
+
+    root = shapes.generate(tmp_path / "s", shapes.ShapesConfig(num_images=6, image_size=16, seed=3))
+    labels = (root / "labels.csv").read_text()
+    deep = f"images/{'d' * 200}/{'e' * 200}/{'f' * 67}.png"
+    key, header = shards.sample_key(deep), []
+    for member in ("json", "image.png"):
+        info = tarfile.TarInfo(f"{key}.{member}")
+        info.mtime, info.size = 0.0, 1
+        header.append(len(info.tobuf(tarfile.PAX_FORMAT)))
+    assert header[0] < header[1]  # what this test is about
+    for old, new in (("images/00001.png", deep), ("images/00002.png", "images/nuit-été.png")):
+        (root / new).parent.mkdir(parents=True, exist_ok=True)
+        (root / old).rename(root / new)
+        labels = labels.replace(old, new)
+    (root / "labels.csv").write_text(labels)
+    shards.write_shards(root, get_task("classification"), 16.0)
+    _assert_offsets_where_tarfile_finds_the_data(root)
 
 
 def test_changed_image_rewrites_its_shard_and_later_ones_of_its_split_only(tmp_path: Path) -> None:

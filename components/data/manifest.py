@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import imagehash
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from components.data.images import ImageError, displayed_size, load_rgb
 from components.data.safepath import ESCAPES, inside_root
@@ -46,30 +47,35 @@ def annotations_path(manifest: Path) -> Path:
     return Path(manifest).with_name("annotations.csv")
 
 
-def inspect_image(root: Path, rel_path: str, max_side: int | None = None) -> dict[str, Any]:
+def inspect_image(root: Path, rel_path: str, max_side: int | None = None, data: bytes | None = None) -> dict[str, Any]:
     """Check the size from the header, then decode fully (as training will: components/data/
-    images.py), hash the bytes and the picture."""
+    images.py), hash the bytes and the picture. `data`: the file's bytes when the caller
+    already holds them (a shard's member, components/data/ray_data.py); the path is then
+    checked as a name under `root` and not read. One decode path for both: from memory."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS[5:], "")
     path = inside_root(root, rel_path)
     if path is None:
         return {**row, "in_root": False, "readable": False, "error": ESCAPES}
     row["in_root"] = True
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if data is None else data
         row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             width, height = displayed_size(image)
             row.update(format=image.format or "", mode=image.mode, channels=len(image.getbands()), width=width, height=height)
             rgb = load_rgb(image, max_side=max_side)
         row.update(readable=True, phash=str(imagehash.phash(rgb)))
+    except UnidentifiedImageError:  # PIL names the stream (a memory address): name the file instead
+        row.update(readable=False, error=f"UnidentifiedImageError: cannot identify image file {rel_path!r}"[:200])
     except (OSError, ValueError, ImageError, Image.DecompressionBombError, SyntaxError) as exc:
         row.update(readable=False, error=f"{type(exc).__name__}: {exc}"[:200])
     return row
 
 
-def inspect_record(root: Path, spec: TaskSpec, record: dict[str, Any], max_side: int | None = None) -> tuple[dict, list[dict]]:
-    """(manifest row, annotation rows) of one record."""
-    image = inspect_image(root, record["path"], max_side)
+def inspect_record(root: Path, spec: TaskSpec, record: dict[str, Any], max_side: int | None = None,
+                   image_bytes: bytes | None = None) -> tuple[dict, list[dict]]:
+    """(manifest row, annotation rows) of one record (`image_bytes`: see inspect_image)."""
+    image = inspect_image(root, record["path"], max_side, image_bytes)
     width, height = (image["width"], image["height"]) if image["readable"] else (None, None)
     key = {"path": record["path"], "split": record["split"]}
     annotations = [

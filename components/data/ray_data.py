@@ -2,10 +2,11 @@
 reads, computed by `map_batches` on every node of the cluster, and the contract's statistics
 as streamed aggregates.
 
-Each batch of WebDataset samples is unpacked into a scratch folder laid out like the loose
-dataset and inspected by `manifest.inspect_record`, the same code the loose path runs, so the
-two storages give the same rows (one place for the decode, hash and header checks; the cost
-is one small write per file to a scratch folder, cheap next to the full decode). Rows stream
+Each sample of a batch is inspected by `manifest.inspect_record`, the same code the loose path
+runs, so the two storages give the same rows (one place for the decode, hash and header
+checks): the image from its bytes in memory; a file the task reads by path (segmentation's
+mask) is written to a scratch folder laid out like the loose dataset (writing every file
+there cost ~30% of the inspect: 0.27 of 0.93 ms per 32 px sample). Rows stream
 to manifest.csv / annotations.csv in shard order (`preserve_order`: the same dataset gives the
 same bytes); memory holds a few batches in flight, never the dataset.
 
@@ -48,15 +49,20 @@ def inspect_batch(batch: dict[str, np.ndarray], spec: TaskSpec) -> dict[str, np.
         root = Path(scratch)
         for i in range(len(batch["__key__"])):
             record = json.loads(batch["json"][i])
+            image, written = None, []
             for member in members:
                 data = batch[member][i]
                 if data is None:
                     continue
                 field = member.split(".", 1)[0]
-                rel = record["path"] if field == "image" else record[field]
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (root / rel).write_bytes(data)
-            row, rows = inspect_record(root, spec, record)
+                if field == "image":  # inspected from memory
+                    image = bytes(data)
+                    continue
+                written.append(root / record[field])  # a file the task reads by path (segmentation's mask)
+                written[-1].parent.mkdir(parents=True, exist_ok=True)
+                written[-1].write_bytes(data)
+            # no image member (not stored): inspect looks in the empty scratch folder, finds no file
+            row, rows = inspect_record(root, spec, record, image_bytes=image)
             for column in COLUMNS:
                 out[column].append(_text(row[column]))
             out["annotation_rows"].append(json.dumps([[_text(r.get(c)) for c in ANNOTATION_COLUMNS] for r in rows]))
@@ -64,9 +70,8 @@ def inspect_batch(batch: dict[str, np.ndarray], spec: TaskSpec) -> dict[str, np.
             out["_width"].append(row["width"] if row["readable"] is True else -1)
             out["_height"].append(row["height"] if row["readable"] is True else -1)
             out["_bytes"].append(row["bytes"] or 0)
-            for path in root.rglob("*"):  # the next sample starts from an empty folder
-                if path.is_file():
-                    path.unlink()
+            for path in written:  # the next sample starts from an empty folder
+                path.unlink()
     node = ray.get_runtime_context().get_node_id()
     return {**{k: np.asarray(v) for k, v in out.items()}, "_node": np.asarray([node] * len(out["path"]))}
 

@@ -17,8 +17,14 @@ so fairness gaps are real and measurable.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +36,8 @@ from components.data import near_duplicates
 CLASSES = ("circle", "square", "triangle")
 GROUPS = ("day", "night")
 SUPERSAMPLE = 4  # draw at 4x and downsample, for anti-aliased edges
+CHUNK = 512  # scenes per pool task: amortises the hand-off to a worker process
+PROCESS_MIN_IMAGES = 5000  # below this, spawning worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -127,60 +135,109 @@ def assign_splits(n: int, fractions: tuple[float, float, float], seed: int) -> l
     return list(splits)
 
 
-def _coco(split: str, rows: list[dict]) -> dict:
-    images, annotations = [], []
-    for row in rows:
-        if row["split"] != split:
-            continue
-        image_id = row["id"]
-        images.append({"id": image_id, "file_name": row["path"], "width": row["size"], "height": row["size"], "group": row["group"]})
-        for obj in row["objects"]:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": CLASSES.index(obj["label"]) + 1,
-                    "bbox": obj["bbox"],
-                    "area": obj["area"],
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASSES)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+def _coco_image(index: int, group: str, size: int) -> dict:
+    return {"id": index + 1, "file_name": f"images/{_name(index)}", "width": size, "height": size, "group": group}
 
 
-def generate(out_dir: Path, cfg: ShapesConfig, workers: int = 4) -> Path:
-    """Write the shapes dataset to `out_dir` in all three formats; returns out_dir."""
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "masks").mkdir(exist_ok=True)
-    def write(index: int) -> dict:
+def _name(index: int) -> str:
+    return f"{index:05d}.png"
+
+
+def _write_chunk(out_dir: Path, cfg: ShapesConfig, indices: range) -> list[tuple[int, str]]:
+    """Render and write scenes `indices`; returns (phash, spool line) per scene: the line is
+    what labels.csv and the COCO files need, [label, group, objects] as JSON."""
+    done = []
+    for index in indices:
         scene = render_scene(cfg, index)
-        name = f"{index:05d}.png"
+        name = _name(index)
         scene.image.save(out_dir / "images" / name)
         Image.fromarray(scene.mask).save(out_dir / "masks" / name)
         largest = max(scene.objects, key=lambda o: o["area"])["label"] if scene.objects else "none"
-        return {
-            "id": index + 1, "path": f"images/{name}", "mask": f"masks/{name}", "label": largest,
-            "group": scene.group, "objects": scene.objects, "size": cfg.image_size, "phash": near_duplicates.phash(scene.image),
-        }
+        done.append((near_duplicates.phash(scene.image), json.dumps([largest, scene.group, scene.objects])))
+    return done
 
-    with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while encoding PNGs
-        rows = list(pool.map(write, range(cfg.num_images)))
-    # independent seeded draws at 32 px sometimes coincide (37 pairs within 2 bits at 6,000):
-    # such a pair is one picture to the contract's leakage rule, so it goes in one split
-    splits, _ = near_duplicates.keep_together(assign_splits(cfg.num_images, cfg.splits, cfg.seed),
-                                              [r["phash"] for r in rows], cfg.near_duplicate_distance)
-    for row, split in zip(rows, splits, strict=True):
-        row["split"] = split
 
-    with (out_dir / "labels.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, ["path", "label", "split", "group", "mask"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+def _render_all(out_dir: Path, cfg: ShapesConfig, workers: int) -> Iterator[tuple[int, str]]:
+    """Every scene's (phash, spool line), in index order, with a bounded number of chunks in
+    flight. Drawing is mostly Python under the GIL (threads ran ~1 core), so a large dataset
+    renders in worker processes (spawned: the caller may hold threads; so a script that
+    calls generate for that many needs the `if __name__ == "__main__":` guard, as the CLI
+    has); a small one in threads, where starting processes would cost more than it saves."""
+    n = cfg.num_images
+    if n >= PROCESS_MIN_IMAGES and (cores := min(workers, len(os.sched_getaffinity(0)))) > 1:
+        pool = ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        pool, cores = ThreadPoolExecutor(workers), workers  # PIL releases the GIL while encoding PNGs
+    chunks = (range(lo, min(lo + CHUNK, n)) for lo in range(0, n, CHUNK))
+    with pool:
+        pending = deque(pool.submit(_write_chunk, out_dir, cfg, c) for c in itertools.islice(chunks, 2 * cores))
+        while pending:
+            done = pending.popleft().result()
+            for chunk in itertools.islice(chunks, 1):
+                pending.append(pool.submit(_write_chunk, out_dir, cfg, chunk))
+            yield from done
+
+
+def _write_coco(out_dir: Path, spool, splits: list[str], size: int) -> None:
+    """annotations/<split>.json for the three splits, streamed from the spool (two passes:
+    images, then annotations), the same bytes as json.dumps of the whole dict."""
     (out_dir / "annotations").mkdir(exist_ok=True)
-    for split in ("train", "val", "test"):
-        (out_dir / "annotations" / f"{split}.json").write_text(json.dumps(_coco(split, rows)))
+    names = ("train", "val", "test")
+    files = {s: (out_dir / "annotations" / f"{s}.json").open("w") for s in names}
+    try:
+        first = dict.fromkeys(names, True)
+        for f in files.values():
+            f.write('{"images": [')
+        spool.seek(0)
+        for index, (line, split) in enumerate(zip(spool, splits, strict=True)):
+            _, group, _ = json.loads(line)
+            files[split].write(("" if first[split] else ", ") + json.dumps(_coco_image(index, group, size)))
+            first[split] = False
+        ids = dict.fromkeys(names, 0)
+        for f in files.values():
+            f.write('], "annotations": [')
+        spool.seek(0)
+        for index, (line, split) in enumerate(zip(spool, splits, strict=True)):
+            for obj in json.loads(line)[2]:
+                ids[split] += 1
+                annotation = {"id": ids[split], "image_id": index + 1, "category_id": CLASSES.index(obj["label"]) + 1,
+                              "bbox": obj["bbox"], "area": obj["area"], "iscrowd": 0}
+                files[split].write(("" if ids[split] == 1 else ", ") + json.dumps(annotation))
+        categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASSES)]
+        for f in files.values():
+            f.write('], "categories": ' + json.dumps(categories) + "}")
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def generate(out_dir: Path, cfg: ShapesConfig, workers: int = 4) -> Path:
+    """Write the shapes dataset to `out_dir` in all three formats; returns out_dir.
+
+    Memory is bounded (issue 18: 10^6 images): each scene's labels and boxes are spooled to
+    an unnamed temporary file as they are rendered, only the phashes stay in memory (for
+    `keep_together`), and labels.csv and the COCO files are streamed from the spool."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks").mkdir(exist_ok=True)
+    with tempfile.TemporaryFile("w+", dir=out_dir) as spool:
+        hashes = []
+        for phash, line in _render_all(out_dir, cfg, workers):
+            hashes.append(phash)
+            spool.write(line + "\n")
+        # independent seeded draws at 32 px sometimes coincide (37 pairs within 2 bits at 6,000):
+        # such a pair is one picture to the contract's leakage rule, so it goes in one split
+        splits, _ = near_duplicates.keep_together(assign_splits(cfg.num_images, cfg.splits, cfg.seed),
+                                                  hashes, cfg.near_duplicate_distance)
+        del hashes
+        with (out_dir / "labels.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "split", "group", "mask"])
+            spool.seek(0)
+            for index, (line, split) in enumerate(zip(spool, splits, strict=True)):
+                label, group, _ = json.loads(line)
+                writer.writerow([f"images/{_name(index)}", label, split, group, f"masks/{_name(index)}"])
+        _write_coco(out_dir, spool, splits, cfg.image_size)
     meta = {"name": "shapes", "classes": list(CLASSES), "groups": list(GROUPS), "config": cfg.__dict__}
     (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2))
     return out_dir
