@@ -32,7 +32,8 @@ def read_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iter
     yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=max(int(rows), 1), usecols=columns)
 
 
-def _hash(values: pd.Series) -> np.ndarray:
+def hash_strings(values: pd.Series) -> np.ndarray:
+    """64-bit hashes of strings (collisions: the module docstring)."""
     return pd.util.hash_pandas_object(values, index=False).to_numpy(dtype=np.uint64)
 
 
@@ -110,8 +111,8 @@ def scan(manifest: Path, rows: int, near_distance: int | None) -> DatasetColumns
     codes: dict[str, int] = {}
     counts, groups = Counter(), Counter()
     for chunk in read_chunks(manifest, rows, ["path", "split", "group", "readable", "sha256", "phash"]):
-        paths.append(_hash(chunk["path"]))
-        shas.append(_hash(chunk["sha256"]))
+        paths.append(hash_strings(chunk["path"]))
+        shas.append(hash_strings(chunk["sha256"]))
         hashed.append(chunk["sha256"].ne("").to_numpy())
         for split in chunk["split"].unique():
             codes.setdefault(split, len(codes))

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from components.config import ContractConfig, Params
-from components.data.contract_columns import DatasetColumns, read_chunks, scan
+from components.data.contract_columns import DatasetColumns, hash_strings, read_chunks, scan
 from components.data.contract_rules import INDEX, SPLITS, Rule, build_rules, stats_table
 from components.data.manifest import annotations_path
 from components.errors import DataContractError
@@ -118,7 +118,7 @@ def class_labels(annotations: pd.DataFrame, spec: TaskSpec, classes: list[str]) 
 
 def _hashes(values: list[str]) -> np.ndarray:
     """Distinct 64-bit hashes (a collision among 10^7 values: ~3e-6; contract_columns.py)."""
-    return np.unique(pd.util.hash_pandas_object(pd.Series(values, dtype=object), index=False).to_numpy())
+    return np.unique(hash_strings(pd.Series(values, dtype=object)))
 
 
 def _key(example: dict[str, Any]) -> str:
